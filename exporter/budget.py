@@ -1,0 +1,59 @@
+"""The API request budget: Graph allows a few requests per sliding window per app and tenant.
+
+Every request of every source of a tenant draws from one :class:`RequestBudget`, so the
+collector spends the limit deliberately instead of learning it from 429s (throttled calls
+count against the limit too). The arithmetic is pure (:func:`next_slot`); the class adds a
+lock and the injected clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+
+from exporter.clock import Clock
+
+
+def next_slot(
+    sent: Sequence[float], now: float, requests: int, per: float, blocked_until: float
+) -> float:
+    """When the next request may go: no more than ``requests`` in any ``per`` seconds.
+
+    ``sent`` holds the send times of the most recent requests, oldest first.
+    """
+    earliest = max(now, blocked_until)
+    if len(sent) >= requests:
+        earliest = max(earliest, sent[-requests] + per)
+    return earliest
+
+
+class RequestBudget:
+    """A sliding-window limiter shared by every source of one tenant; thread-safe."""
+
+    def __init__(self, requests: int, per: float, clock: Clock) -> None:
+        self.requests = requests
+        self.per = per
+        self.clock = clock
+        self._sent: deque[float] = deque(maxlen=requests)
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> tuple[float, bool]:
+        """Wait for a slot and take it; returns (seconds waited, interrupted by shutdown)."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self.clock.now()
+                slot = next_slot(self._sent, now, self.requests, self.per, self._blocked_until)
+                if slot <= now:
+                    self._sent.append(now)
+                    return waited, False
+            if self.clock.sleep(slot - now):
+                return waited, True
+            waited += slot - now
+
+    def block_until(self, until: float) -> None:
+        """After a 429 with Retry-After: nobody sends before ``until``."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, until)

@@ -1,0 +1,96 @@
+"""The exporter's exceptions, in one tree.
+
+Callers catch at the level of detail they need; the ``reason`` of each class is the bounded
+label value used in metrics, so an error can be counted without inventing new label values::
+
+    ExporterError
+    ├── ConfigError             the config file is unusable: exit status 2, one line naming the key
+    ├── StateError              the state file cannot be opened, locked or written
+    │   └── StateLockedError    another process holds the state file
+    ├── TokenError              no access token could be obtained (reason: invalid_client, ...)
+    └── GraphError              a Graph request failed for good after its retries
+        ├── GraphHTTPError      a non-retryable HTTP status (reason: http_error)
+        ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
+        ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
+        └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+
+Sink failures are ``exporter.syslog.SinkError``: they are never fatal, the collector retries.
+No message in this tree ever carries a secret or a bearer token.
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base of every error the exporter raises on purpose."""
+
+
+class ConfigError(ExporterError):
+    """The config names a key that is wrong; ``key`` is its path, e.g. ``sources[0].lookback``."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"{key}: {why}")
+        self.key = key
+        self.why = why
+
+
+class StateError(ExporterError):
+    """The ledger's SQLite file cannot be used; delivery must stop rather than re-send."""
+
+
+class StateLockedError(StateError):
+    """Two collectors on one state file would each deliver the other's events twice."""
+
+
+class TokenError(ExporterError):
+    """A token request failed. ``reason`` is one of :data:`TOKEN_FAILURE_REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"token request failed ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+TOKEN_FAILURE_REASONS = (
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_scope",
+    "network",
+    "other",
+)
+
+
+class GraphError(ExporterError):
+    """A Graph request that could not be completed; the poll is abandoned and retried later."""
+
+    reason = "http_error"
+
+
+class GraphHTTPError(GraphError):
+    """Graph answered with a status that retrying will not fix (400, 403, 404, ...)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+class MalformedPageError(GraphError):
+    """A 200 response that is not a complete Graph page (cut off mid-stream, not JSON, ...)."""
+
+    reason = "malformed_page"
+
+
+class ForeignNextLinkError(GraphError):
+    """An ``@odata.nextLink`` pointing away from ``graph_url``: following it would leak the token."""
+
+    reason = "foreign_next_link"
+
+
+class GraphNetworkError(GraphError):
+    """The Graph host could not be reached or the connection broke."""
+
+    reason = "network"
+
+
+API_ERROR_REASONS = ("malformed_page", "foreign_next_link", "http_error", "network")

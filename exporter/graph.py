@@ -1,0 +1,226 @@
+"""The Graph source: one audit-log query, page by page, with every retry the API calls for.
+
+- Each request first takes a slot of the tenant's request budget.
+- 429, 503 and 504 wait ``Retry-After`` (seconds, fractional, or an HTTP-date) and hold the
+  whole tenant's budget until then; without the header, capped exponential backoff with
+  jitter. Counted in ``throttle_retries_total{code}``.
+- 401 gets a fresh token once, then retries.
+- A 200 whose body is not a complete page (cut off by an inline error) is retried and counted.
+- ``@odata.nextLink`` is followed only when its scheme, host and port are ``graph_url``'s:
+  anything else is refused before a request is sent, so the bearer token never leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+
+from exporter.auth import TokenProvider
+from exporter.budget import RequestBudget
+from exporter.clock import Clock
+from exporter.config import SourceConfig
+from exporter.errors import (
+    ForeignNextLinkError,
+    GraphError,
+    GraphHTTPError,
+    GraphNetworkError,
+    MalformedPageError,
+)
+from exporter.https import PinnedSession
+from exporter.logs import fields
+from exporter.metrics import ExporterMetrics
+from exporter.retry import backoff, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+THROTTLE_STATUSES = frozenset({429, 503, 504})
+SERVER_ERROR_STATUSES = frozenset({500, 502})
+MAX_ATTEMPTS = 6
+MAX_THROTTLE_RETRIES = 30
+
+
+class Interrupted(Exception):
+    """Shutdown was requested while a request waited; the poll stops where it is."""
+
+
+def format_filter_time(epoch: float) -> str:
+    """An unquoted ISO-8601 literal for ``$filter``, rounded down to the second (never later)."""
+    return datetime.fromtimestamp(int(epoch // 1), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def first_page_url(graph_url: str, source: SourceConfig, start: float) -> str:
+    """``GET {graph_url}{endpoint}?$filter=<time_field> ge <start>&$top=<page_size>``."""
+    query = urlencode(
+        {
+            "$filter": f"{source.time_field} ge {format_filter_time(start)}",
+            "$top": str(source.page_size),
+        }
+    )
+    return f"{graph_url}{source.endpoint}?{query}"
+
+
+def same_origin(url: str, graph_url: str) -> bool:
+    """True when ``url`` has the scheme, host and port of ``graph_url`` (default ports filled in)."""
+    try:
+        link, base = urlsplit(url), urlsplit(graph_url)
+        link_port = link.port or (443 if link.scheme == "https" else 80)
+        base_port = base.port or 443
+    except ValueError:
+        return False
+    return (
+        link.scheme == base.scheme
+        and (link.hostname or "").lower() == (base.hostname or "").lower()
+        and link_port == base_port
+        and not link.username
+        and not link.password
+    )
+
+
+def parse_page(body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    """The events and the nextLink of a Graph page; MalformedPageError for anything else."""
+    try:
+        page = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPageError(f"page is not JSON ({type(exc).__name__})") from None
+    if not isinstance(page, dict) or not isinstance(page.get("value"), list):
+        raise MalformedPageError("page has no 'value' list")
+    events = page["value"]
+    if not all(isinstance(event, dict) for event in events):
+        raise MalformedPageError("page 'value' holds something other than objects")
+    next_link = page.get("@odata.nextLink")
+    if next_link is not None and not isinstance(next_link, str):
+        raise MalformedPageError("'@odata.nextLink' is not a string")
+    return events, next_link
+
+
+def graph_error_code(body: bytes) -> tuple[str, str]:
+    """The ``error.code`` and ``error.message`` of Graph's error envelope, if there is one."""
+    try:
+        error = json.loads(body).get("error", {})
+        return str(error.get("code", "unknown")), str(error.get("message", ""))[:200]
+    except (ValueError, AttributeError):
+        return "unknown", ""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a query, as the API returned it."""
+
+    events: list[dict[str, Any]]
+    number: int
+
+
+class GraphClient:
+    """Runs a source's queries against ``graph_url``; one per source thread."""
+
+    def __init__(
+        self,
+        graph_url: str,
+        tokens: TokenProvider,
+        budget: RequestBudget,
+        metrics: ExporterMetrics,
+        clock: Clock,
+        http: PinnedSession,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.graph_url = graph_url
+        self.tokens = tokens
+        self.budget = budget
+        self.metrics = metrics
+        self.clock = clock
+        self.http = http
+        self.rng = rng or random.Random()
+        self.throttled = 0
+
+    def pages(self, source: SourceConfig, start: float) -> Iterator[Page]:
+        """Every page of the query from ``start``, newest events first, until no nextLink."""
+        url: str | None = first_page_url(self.graph_url, source, start)
+        number = 0
+        while url is not None:
+            events, next_link = self._fetch_page(source.name, url)
+            number += 1
+            yield Page(events, number)
+            if next_link is not None and not same_origin(next_link, self.graph_url):
+                self.metrics.api_errors.labels(source.name, ForeignNextLinkError.reason).inc()
+                raise ForeignNextLinkError(
+                    f"nextLink points to {urlsplit(next_link).netloc or 'an unparsable URL'}, "
+                    f"not {urlsplit(self.graph_url).netloc}; refused without sending the token"
+                )
+            url = next_link
+
+    def _fetch_page(self, source: str, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One page with retries; raises GraphError when retries are exhausted."""
+        failures = throttles = 0
+        token_refreshed = False
+        while True:
+            response = self._send(source, url)
+            status = response.status_code if response is not None else None
+            now = self.clock.now()
+            if status == 200:
+                try:
+                    return parse_page(response.content)
+                except MalformedPageError as exc:
+                    failure: GraphError = exc
+            elif status in THROTTLE_STATUSES:
+                throttles += 1
+                self.throttled += 1
+                self.metrics.throttle_retries.labels(source, str(status)).inc()
+                if throttles > MAX_THROTTLE_RETRIES:
+                    raise GraphHTTPError(status, "throttled", "still throttled after many retries")
+                delay = parse_retry_after(response.headers.get("Retry-After"), now)
+                if delay is None:
+                    delay = backoff(throttles - 1, rng=self.rng)
+                self.budget.block_until(now + delay)
+                log.info("throttled", extra=fields(source=source, status=status, wait=delay))
+                continue
+            elif status == 401 and not token_refreshed:
+                token_refreshed = True
+                self.tokens.invalidate()
+                continue
+            elif status is None:
+                failure = GraphNetworkError(f"cannot reach {urlsplit(url).netloc}")
+            elif status in SERVER_ERROR_STATUSES:
+                code, message = graph_error_code(response.content)
+                failure = GraphHTTPError(status, code, message)
+            else:
+                code, message = graph_error_code(response.content)
+                self.metrics.api_errors.labels(source, "http_error").inc()
+                log.error(
+                    "graph request refused",
+                    extra=fields(source=source, status=status, code=code, message=message),
+                )
+                raise GraphHTTPError(status, code, message)
+            failures += 1
+            self.metrics.api_errors.labels(source, failure.reason).inc()
+            log.warning(
+                "graph request failed",
+                extra=fields(source=source, error=str(failure), attempt=failures),
+            )
+            if failures >= MAX_ATTEMPTS:
+                raise failure
+            if self.clock.sleep(backoff(failures - 1, rng=self.rng)):
+                raise Interrupted
+
+    def _send(self, source: str, url: str) -> requests.Response | None:
+        """One request after a budget slot; None when the network failed."""
+        waited, interrupted = self.budget.acquire()
+        self.metrics.budget_wait.labels(source).inc(waited)
+        if interrupted:
+            raise Interrupted
+        headers = {"Authorization": f"Bearer {self.tokens.token()}", "Accept": "application/json"}
+        try:
+            response = self.http.get(url, headers=headers)
+        except requests.RequestException as exc:
+            self.metrics.api_requests.labels(source, "network").inc()
+            log.warning("graph unreachable", extra=fields(source=source, error=type(exc).__name__))
+            return None
+        self.metrics.api_requests.labels(source, str(response.status_code)).inc()
+        return response

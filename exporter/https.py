@@ -1,0 +1,59 @@
+"""HTTPS to the authority and Graph: which CAs to trust, passed on every single request.
+
+The environment may set ``REQUESTS_CA_BUNDLE``, which silently overrides a session's
+``verify``; so :class:`PinnedSession` passes ``verify=`` explicitly on each call, and never
+follows redirects (a redirect could carry the bearer token to another host).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import certifi
+import requests
+
+USER_AGENT = "siem-exporter"
+
+
+def trust_bundle(extra_ca: str | None) -> str:
+    """The CA file to verify against: the public roots, plus ``extra_ca`` when configured.
+
+    An extra CA adds trust (a proxy's or a sovereign cloud's private root, or the simulator's);
+    it never replaces verification.
+    """
+    if extra_ca is None:
+        return certifi.where()
+    combined = Path(certifi.where()).read_bytes() + b"\n" + Path(extra_ca).read_bytes()
+    with tempfile.NamedTemporaryFile(prefix="siem-exporter-ca-", suffix=".pem", delete=False) as f:
+        f.write(combined)
+    return f.name
+
+
+class PinnedSession:
+    """A requests session whose every request verifies against one CA file and stays put.
+
+    It also serves as MSAL's ``http_client`` (MSAL calls ``get`` and ``post``).
+    """
+
+    def __init__(self, verify: str, timeout: float = 30.0) -> None:
+        self.verify = verify
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._request("POST", url, **kwargs)
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        kwargs["verify"] = self.verify
+        kwargs["allow_redirects"] = False
+        kwargs.setdefault("timeout", self.timeout)
+        return self._session.request(method, url, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,101 @@
+"""Optional WARNING lines in the SIEM's own event stream, as the seed script wrote them.
+
+Metrics and alert rules are the primary signal; with ``inband_warnings: true`` a SIEM team
+without Prometheus also sees, among the events, when the collector is going blind: drift
+near the window, an empty window, a token failure, sustained throttling. A warning goes out
+when its condition starts and again every ``repeat`` seconds while it lasts, with MSGID
+``warning``; it is never counted as an event and never retried (a sink that is down has
+bigger news). Every warning is also logged, enabled or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from exporter.clock import Clock
+from exporter.config import format_duration
+from exporter.delivery import Delivery
+from exporter.logs import fields
+from exporter.syslog import format_text_message
+from exporter.window import QueryWindow
+
+if TYPE_CHECKING:
+    from exporter.collector import PollOutcome
+
+log = logging.getLogger(__name__)
+
+WARNING_MSGID = "warning"
+DRIFT_SHARE = 0.75
+THROTTLED_PER_POLL = 3
+REPEAT_SECONDS = 900.0
+
+
+def _human(seconds: float) -> str:
+    return format_duration(float(max(1, round(seconds))))
+
+
+class InbandWarnings:
+    """Decides when a condition deserves a WARNING line and sends it to every sink."""
+
+    def __init__(
+        self, enabled: bool, delivery: Delivery, clock: Clock, repeat: float = REPEAT_SECONDS
+    ) -> None:
+        self.enabled = enabled
+        self.delivery = delivery
+        self.clock = clock
+        self.repeat = repeat
+        self._last_sent: dict[tuple[str, str], float] = {}
+
+    def check_poll(
+        self, source: str, window: QueryWindow, outcome: PollOutcome, drift: float | None
+    ) -> None:
+        """The conditions a complete poll can reveal."""
+        self.raise_if(
+            source,
+            "drift",
+            drift is not None and drift > DRIFT_SHARE * window.seconds,
+            f"API drift of {_human(drift or 0)} is near the query window of "
+            f"{_human(window.seconds)} for source {source}; late events may be missed",
+        )
+        self.raise_if(
+            source,
+            "empty",
+            outcome.events == 0,
+            f"the query for source {source} returned no events for the last "
+            f"{_human(window.seconds)}",
+        )
+        self.raise_if(
+            source,
+            "throttling",
+            outcome.throttled >= THROTTLED_PER_POLL,
+            f"the API throttled source {source} {outcome.throttled} times in one poll",
+        )
+
+    def raise_if(self, source: str, condition: str, active: bool, text: str) -> None:
+        """Send ``WARNING: text`` when ``condition`` starts or is still on after ``repeat``."""
+        key = (source, condition)
+        if not active:
+            self._last_sent.pop(key, None)
+            return
+        now = self.clock.now()
+        last = self._last_sent.get(key)
+        if last is not None and now - last < self.repeat:
+            return
+        self._last_sent[key] = now
+        log.warning(text, extra=fields(source=source, condition=condition))
+        if not self.enabled:
+            return
+        timestamp = datetime.fromtimestamp(now, UTC)
+        for sink in self.delivery.sinks:
+            message = format_text_message(
+                f"WARNING: {text}",
+                msgid=WARNING_MSGID,
+                timestamp=timestamp,
+                hostname=sink.config.hostname,
+                procid=sink.procid,
+                facility=sink.config.facility,
+                severity=4,
+            )
+            self.delivery.send_messages(sink, [message], retry=False)
