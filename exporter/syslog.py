@@ -1,0 +1,400 @@
+"""RFC 5424 syslog output: pure framing, and a thin socket transport (TCP, TLS, UDP).
+
+The framing half has no I/O, so property tests can hammer it. The transport half
+only moves bytes and reports failures as ``SinkUnavailable``; the caller owns retry,
+backoff, metrics and the decision to mark events delivered.
+
+Exceptions::
+
+    SinkError
+    └── SinkUnavailable   the sink could not be reached or stopped reading; re-send later
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+FACILITIES: dict[str, int] = {
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "solaris-cron": 15,
+    "local0": 16,
+    "local1": 17,
+    "local2": 18,
+    "local3": 19,
+    "local4": 20,
+    "local5": 21,
+    "local6": 22,
+    "local7": 23,
+}
+
+FRAMINGS: frozenset[str] = frozenset({"octet-counting", "lf"})
+PROTOCOLS: frozenset[str] = frozenset({"tcp", "tls", "udp"})
+
+# Largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header).
+MAX_UDP_DATAGRAM = 65507
+
+NILVALUE = "-"
+_HEADER_LIMITS = {"hostname": 255, "app_name": 48, "procid": 128, "msgid": 32}
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NOT_ONE_LINE_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_GRAPH_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:(?P<zulu>[Zz])|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+_RECV_PROBE_SIZE = 4096
+
+
+class SinkError(Exception):
+    """Base of every error this module raises about a sink."""
+
+
+class SinkUnavailable(SinkError):
+    """The sink did not take the batch; nothing in it may be counted as delivered."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sanitize_header_field(value: str, max_length: int) -> str:
+    """Make a header field legal RFC 5424 PRINTUSASCII, so a bad name cannot break parsing.
+
+    Characters outside ``%d33-126`` become ``_`` (keeping the field recognisable, where
+    dropping it would lose e.g. which source a message came from), the field is cut at
+    ``max_length``, and an empty result becomes the NILVALUE ``-``.
+    """
+    cleaned = _NOT_PRINTUSASCII.sub("_", value)[:max_length]
+    return cleaned or NILVALUE
+
+
+def format_timestamp(timestamp: datetime | None) -> str:
+    """RFC 5424 TIMESTAMP: UTC, ``Z``, exactly six fractional digits, or ``-`` when unknown.
+
+    A naive datetime is refused: guessing its zone would silently shift event times.
+    """
+    if timestamp is None:
+        return NILVALUE
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ValueError("syslog timestamp must be timezone-aware")
+    utc = timestamp.astimezone(UTC)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
+
+
+def _event_json(event: Mapping[str, Any]) -> str:
+    """Compact JSON as the SIEM's parser expects; lone surrogates escaped so UTF-8 can hold them.
+
+    ``ensure_ascii=False`` keeps non-ASCII text readable and compact, but a lone surrogate
+    (possible when the API sent ``"\\ud800"``) cannot be encoded as UTF-8. Such a code
+    point can only sit inside a JSON string, where its ``\\uXXXX`` escape means the same.
+    """
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def format_message(
+    event: Mapping[str, Any],
+    *,
+    msgid: str,
+    timestamp: datetime | None,
+    hostname: str,
+    procid: str,
+    facility: int = 16,
+    severity: int = 6,
+    app_name: str = "siem-exporter",
+) -> bytes:
+    """One event as one RFC 5424 message, MSG being the event's compact JSON on one line.
+
+    No structured data and no BOM: the SIEM's JSON parser must read MSG exactly as sent,
+    and JSON escapes every control character, so the message never contains a newline.
+    """
+    return _format(
+        _event_json(event),
+        msgid=msgid,
+        timestamp=timestamp,
+        hostname=hostname,
+        procid=procid,
+        facility=facility,
+        severity=severity,
+        app_name=app_name,
+    )
+
+
+def format_text_message(
+    text: str,
+    *,
+    msgid: str,
+    timestamp: datetime | None,
+    hostname: str,
+    procid: str,
+    facility: int = 16,
+    severity: int = 6,
+    app_name: str = "siem-exporter",
+) -> bytes:
+    """An RFC 5424 message whose MSG is free ``text`` (the in-band WARNING lines).
+
+    Control characters (and lone surrogates, which UTF-8 cannot hold) become spaces, so
+    the text stays one encodable line whatever a condition's description contains.
+    """
+    return _format(
+        _NOT_ONE_LINE_TEXT.sub(" ", text),
+        msgid=msgid,
+        timestamp=timestamp,
+        hostname=hostname,
+        procid=procid,
+        facility=facility,
+        severity=severity,
+        app_name=app_name,
+    )
+
+
+def _format(
+    text: str,
+    *,
+    msgid: str,
+    timestamp: datetime | None,
+    hostname: str,
+    procid: str,
+    facility: int,
+    severity: int,
+    app_name: str,
+) -> bytes:
+    if not 0 <= facility <= 23:
+        raise ValueError(f"syslog facility must be 0..23, got {facility}")
+    if not 0 <= severity <= 7:
+        raise ValueError(f"syslog severity must be 0..7, got {severity}")
+    header = " ".join(
+        (
+            f"<{facility * 8 + severity}>1",
+            format_timestamp(timestamp),
+            sanitize_header_field(hostname, _HEADER_LIMITS["hostname"]),
+            sanitize_header_field(app_name, _HEADER_LIMITS["app_name"]),
+            sanitize_header_field(procid, _HEADER_LIMITS["procid"]),
+            sanitize_header_field(msgid, _HEADER_LIMITS["msgid"]),
+            NILVALUE,
+        )
+    )
+    return f"{header} {text}".encode()
+
+
+def parse_event_time(value: object) -> datetime | None:
+    """Read a Graph timestamp into an aware UTC datetime, or None if it is not one.
+
+    Graph sends 0 to 7 fractional digits (``2020-03-13T19:15:41.6195833Z``); up to 9 are
+    accepted and digits past the sixth truncated, never rounded, so an event never seems
+    to come from the future. The shape is checked first because ``fromisoformat`` also
+    takes bare dates and zone-less times, which would be silently misread as local time.
+    Never raises: a malformed time must not stop the pipeline.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return None
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        return None
+    match = _GRAPH_TIME.fullmatch(value)
+    if match is None:
+        return None
+    normalized = value.upper() if match.group("zulu") is None else value[:-1].upper() + "+00:00"
+    try:
+        return datetime.fromisoformat(normalized).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def frame(message: bytes, framing: str) -> bytes:
+    """Frame one message for a stream transport (RFC 6587).
+
+    Octet-counting prefixes the byte length, so receivers never have to guess where a
+    message ends; LF framing relies on the message holding no newline, which is checked.
+    """
+    if framing == "octet-counting":
+        return b"%d %s" % (len(message), message)
+    if framing == "lf":
+        if b"\n" in message:
+            raise ValueError("LF framing cannot carry a message containing a newline")
+        return message + b"\n"
+    raise ValueError(f"unknown syslog framing {framing!r}; expected octet-counting or lf")
+
+
+class SyslogTransport:
+    """Sends batches of formatted messages to one syslog receiver.
+
+    TCP and TLS keep one connection and reconnect lazily after any failure. Plain TCP
+    syslog has no acknowledgement, so "accepted" means: written completely to a
+    connection whose peer had not closed it before or just after the write. That
+    catches a restarted or stopped receiver (the usual outage) without claiming more;
+    a peer that dies while our bytes sit unread in its buffer cannot be detected.
+    UDP offers no delivery signal at all beyond ICMP errors on a connected socket.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        protocol: str,
+        framing: str,
+        ca_file: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 5.0,
+        send_timeout: float = 10.0,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown syslog protocol {protocol!r}; expected tcp, tls or udp")
+        if framing not in FRAMINGS:
+            raise ValueError(f"unknown syslog framing {framing!r}; expected octet-counting or lf")
+        self._host = host
+        self._port = port
+        self._protocol = protocol
+        self._framing = framing
+        self._ca_file = ca_file
+        self._connect_timeout = connect_timeout
+        self._send_timeout = send_timeout
+        self._sock: socket.socket | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` as used in error messages and logs."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    def deliver(self, messages: Sequence[bytes]) -> None:
+        """Send formatted messages (from ``format_message``), framed as configured.
+
+        Returns only when every message was handed over; on any failure the socket is
+        closed, so the next call reconnects, and ``SinkUnavailable`` tells the caller to
+        re-send the whole batch (a duplicate is better than a loss). No retries here.
+        """
+        if not messages:
+            return
+        stream = None if self._protocol == "udp" else self._frame_all(messages)
+        try:
+            if stream is None:
+                self._send_datagrams(messages)
+            else:
+                self._send_stream(stream)
+        except SinkUnavailable:
+            self.close()
+            raise
+        except (OSError, UnicodeError) as error:
+            self.close()
+            raise SinkUnavailable(f"syslog {self.endpoint}: {_describe(error)}") from error
+
+    def _frame_all(self, messages: Sequence[bytes]) -> bytes:
+        return b"".join(frame(message, self._framing) for message in messages)
+
+    def close(self) -> None:
+        """Drop the connection; safe to call at any time, also twice."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _send_stream(self, payload: bytes) -> None:
+        if self._sock is not None and self._peer_closed(self._sock):
+            self.close()
+        if self._sock is None:
+            self._sock = self._connect_stream()
+        self._sock.sendall(payload)
+        if self._peer_closed(self._sock):
+            raise SinkUnavailable(f"syslog {self.endpoint}: connection closed by peer")
+
+    def _connect_stream(self) -> socket.socket:
+        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        try:
+            if self._protocol == "tls":
+                context = ssl.create_default_context(cafile=self._ca_file)
+                sock = context.wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self._send_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _send_datagrams(self, messages: Sequence[bytes]) -> None:
+        for message in messages:
+            if len(message) > MAX_UDP_DATAGRAM:
+                raise SinkUnavailable(
+                    f"syslog {self.endpoint}: message of {len(message)} bytes exceeds the "
+                    f"UDP maximum of {MAX_UDP_DATAGRAM} bytes; use tcp or tls"
+                )
+        if self._sock is None:
+            self._sock = self._connect_datagram()
+        for message in messages:
+            self._sock.send(message)
+
+    def _connect_datagram(self) -> socket.socket:
+        """A connected UDP socket, so ICMP "port unreachable" surfaces as an error."""
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_DGRAM
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(self._send_timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def _peer_closed(sock: socket.socket) -> bool:
+        """Non-blocking check whether the receiver has closed or reset the connection.
+
+        Syslog receivers never send application data, so anything readable is either
+        EOF, an error, or (with TLS 1.3) session tickets the TLS layer consumes itself.
+        """
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            while True:
+                if not sock.recv(_RECV_PROBE_SIZE):
+                    return True
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except OSError:
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
+
+
+def _describe(error: BaseException) -> str:
+    """Name the cause without echoing payloads: a short, stable phrase per failure kind."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        detail = error.verify_message or "unknown reason"
+        return f"TLS certificate verify failed ({detail})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error ({error.reason or error.__class__.__name__})"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve host ({error.strerror})"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, OSError):
+        return error.strerror or error.__class__.__name__
+    return str(error)
