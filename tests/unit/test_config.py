@@ -1,0 +1,230 @@
+"""Config parsing: every mistake names its key; every secret stays masked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.config import (
+    ClientSecretCredential,
+    effective_config,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from exporter.errors import ConfigError
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "11111111-2222-3333-4444-555555555555",
+        "client_secret": "s3cr3t-value",
+        "sources": [{"name": "signins", "endpoint": "/v1.0/auditLogs/signIns"}],
+        "sinks": [{"type": "syslog", "host": "siem.example.com", "port": 6514}],
+    }
+    document.update(overrides)
+    return document
+
+
+def error_key(document: dict[str, Any], environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_config(document, environ or {})
+    return error.value.key
+
+
+def test_defaults_are_filled_in() -> None:
+    config = parse_config(minimal(), {})
+    source = config.sources[0]
+    assert source.time_field == "createdDateTime"
+    assert (source.page_size, source.poll_interval, source.lookback) == (1000, 60.0, 3600.0)
+    assert source.max_lookback == 7 * 86400
+    assert config.sinks[0].name == "syslog"
+    assert config.sinks[0].framing == "octet-counting"
+    assert config.sinks[0].facility == 16
+    assert config.graph_url == "https://graph.microsoft.com"
+    assert config.metrics_listen == ("0.0.0.0", 9795)
+    assert config.budget.rate == 0.5
+    assert (
+        parse_config(
+            minimal(sources=[{"name": "audits", "endpoint": "/v1.0/auditLogs/directoryAudits"}]), {}
+        )
+        .sources[0]
+        .time_field
+        == "activityDateTime"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"colour": "blue"}, "colour"),
+        (
+            {
+                "sources": [
+                    {"name": "signins", "endpoint": "/v1.0/auditLogs/signIns", "lookback": "1x"}
+                ]
+            },
+            "sources[0].lookback",
+        ),
+        (
+            {
+                "sources": [
+                    {"name": "signins", "endpoint": "/v1.0/auditLogs/signIns", "page_size": 5000}
+                ]
+            },
+            "sources[0].page_size",
+        ),
+        (
+            {
+                "sources": [
+                    {"name": "s", "endpoint": "/v1.0/x", "lookback": "30s", "poll_interval": "1m"}
+                ]
+            },
+            "sources[0].time_field",
+        ),
+        (
+            {
+                "sources": [
+                    {
+                        "name": "s",
+                        "endpoint": "/v1.0/auditLogs/signIns",
+                        "lookback": "30s",
+                        "poll_interval": "1m",
+                    }
+                ]
+            },
+            "sources[0].lookback",
+        ),
+        ({"sinks": [{"host": "h", "port": "514"}]}, "sinks[0].port"),
+        ({"sinks": [{"host": "h", "port": 514, "protocol": "http"}]}, "sinks[0].protocol"),
+        ({"sinks": [{"host": "h", "port": 514, "colour": 1}]}, "sinks[0].colour"),
+        ({"graph_url": "http://graph.microsoft.com"}, "graph_url"),
+        ({"authority_host": "http://login.example"}, "authority_host"),
+        ({"inband_warnings": "yes"}, "inband_warnings"),
+        ({"metrics": {"listen": "nowhere"}}, "metrics.listen"),
+        ({"client_secret_file": "/nonexistent/secret"}, "client_secret_file"),
+        ({"sources": []}, "sources"),
+    ],
+)
+def test_each_mistake_names_its_key(change: dict[str, Any], key: str) -> None:
+    assert error_key(minimal(**change)) == key
+
+
+def test_exactly_one_credential() -> None:
+    document = minimal()
+    del document["client_secret"]
+    assert error_key(document) == "client_secret"
+    assert error_key(minimal(workload_identity=True)) == "workload_identity"
+
+
+def test_workload_identity_takes_ids_from_the_environment(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("eyJ.fake.jwt")
+    document = minimal(workload_identity=True)
+    for key in ("client_secret", "tenant_id", "client_id"):
+        del document[key]
+    config = parse_config(
+        document,
+        {
+            "AZURE_FEDERATED_TOKEN_FILE": str(token),
+            "AZURE_TENANT_ID": "t-guid",
+            "AZURE_CLIENT_ID": "c-guid",
+            "AZURE_AUTHORITY_HOST": "https://login.example.us/",
+        },
+    )
+    assert (config.tenant_id, config.client_id) == ("t-guid", "c-guid")
+    assert config.authority_host == "https://login.example.us"
+
+
+def test_environment_substitution_and_missing_variable(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    document = minimal(client_secret="${GRAPH_SECRET}", tenant_id="$${literal}")
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path, {"GRAPH_SECRET": "from-env"})
+    assert isinstance(config.credential, ClientSecretCredential)
+    assert config.credential.secret.reveal() == "from-env"
+    assert config.tenant_id == "${literal}"
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {})
+    assert error.value.key == "client_secret"
+    assert "GRAPH_SECRET" in str(error.value)
+
+
+def test_secrets_never_show(tmp_path: Path) -> None:
+    config = parse_config(minimal(), {})
+    assert "s3cr3t-value" not in repr(config)
+    assert "s3cr3t-value" not in str(effective_config(config))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(minimal()))
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "s3cr3t-value" not in result.stdout + result.stderr
+    assert "client_secret: '***'" in result.stdout
+
+
+@given(st.floats(min_value=0.001, max_value=1e7))
+def test_durations_round_trip(seconds: float) -> None:
+    exact = round(seconds * 1000) / 1000
+    assert parse_duration(format_duration(exact)) == pytest.approx(exact)
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            "tenant_id",
+            "sources",
+            "sinks",
+            "metrics",
+            "state",
+            "budget",
+            "log_level",
+            "certificate",
+            "inband_warnings",
+            "graph_url",
+        ]
+    ),
+    yaml_values,
+)
+def test_any_garbage_value_is_a_config_error_never_a_crash(key: str, value: Any) -> None:
+    try:
+        parse_config(minimal(**{key: value}), {})
+    except ConfigError as error:
+        assert error.key.split(".")[0].split("[")[0] in (key, "client_secret", "(file)")
+
+
+def test_unparsable_yaml_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("tenant_id: [unclosed\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,92 @@
+"""Dedupe decisions and the ledger: exact, persistent, and exclusive to one process."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.collector import arrival_lags, key_events, select_new
+from exporter.errors import StateError, StateLockedError
+from exporter.ledger import Ledger, event_key
+
+ids = st.uuids().map(str)
+
+
+@given(st.lists(st.lists(ids, max_size=30), max_size=6))
+def test_each_id_is_selected_once_across_pages_and_polls(pages: list[list[str]]) -> None:
+    delivered: set[bytes] = set()
+    selected: list[str] = []
+    for page in pages:
+        seen_this_poll: set[bytes] = set()
+        keyed = key_events([{"id": i, "createdDateTime": None} for i in page], "createdDateTime")
+        fresh = select_new(keyed, delivered, seen_this_poll)
+        delivered.update(item.key for item in fresh)
+        selected.extend(item.event["id"] for item in fresh)
+    assert sorted(selected) == sorted({i for page in pages for i in page})
+
+
+def test_event_keys() -> None:
+    guid = str(uuid.uuid4())
+    assert event_key({"id": guid}) == (uuid.UUID(guid).bytes, True)
+    assert event_key({"id": guid.upper()})[0] == uuid.UUID(guid).bytes
+    audit_key, has_id = event_key({"id": "Directory_ABC_123"})
+    assert has_id and len(audit_key) == 16
+    no_id = {"activityDateTime": "2026-01-01T00:00:00Z", "x": [1, 2]}
+    key, has_id = event_key(no_id)
+    assert not has_id
+    assert key == event_key(dict(reversed(list(no_id.items()))))[0]
+    assert key != event_key({**no_id, "x": [2, 1]})[0]
+
+
+def test_arrival_lags_only_for_events_the_previous_window_could_have_seen() -> None:
+    keyed = key_events(
+        [
+            {"id": "a", "createdDateTime": "2026-01-01T00:00:50Z"},
+            {"id": "b", "createdDateTime": "2026-01-01T00:00:10Z"},
+            {"id": "c", "createdDateTime": "not a time"},
+        ],
+        "createdDateTime",
+    )
+    start = keyed[1].event_time + 20  # the previous window began after "b"
+    now = keyed[0].event_time + 30
+    assert arrival_lags(keyed, now, start) == [30.0]
+    assert arrival_lags(keyed, now, None) == []
+
+
+def test_ledger_remembers_across_restarts_and_evicts_by_event_time(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    ledger = Ledger(path)
+    old, new = event_key({"id": "old"})[0], event_key({"id": "new"})[0]
+    ledger.record("signins", [(old, 100.0), (new, 200.0)])
+    ledger.set_checkpoints("signins", {"last_complete": 250.0})
+    ledger.close()
+
+    ledger = Ledger(path)
+    assert ledger.delivered("signins", [old, new]) == {old, new}
+    assert ledger.delivered("directoryAudits", [old, new]) == set()
+    assert ledger.checkpoint("signins", "last_complete") == 250.0
+    assert ledger.evict("signins", 150.0) == 1
+    assert ledger.delivered("signins", [old, new]) == {new}
+    assert ledger.count("signins") == 1
+    ledger.close()
+
+
+def test_a_second_process_is_refused(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state.db")
+    with pytest.raises(StateLockedError, match="in use by another siem-exporter"):
+        Ledger(tmp_path / "state.db")
+    ledger.close()
+    Ledger(tmp_path / "state.db").close()
+
+
+def test_a_corrupt_state_file_is_a_clear_error_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(StateError, match="unreadable"):
+        Ledger(path)
+    assert path.read_bytes() == garbage
