@@ -203,6 +203,9 @@ class SimulatedTenant:
         self._requests: dict[str, Counter[str]] = {}
         self._authorized: Counter[str] = Counter()
         self._throttled = 0
+        self._not_before = 0.0
+        self._early_requests = 0
+        self._injected: dict[str, dict[int, JsonObject]] = {name: {} for name in SOURCES}
         self._tokens_issued = 0
         self._pki: TestPki | None = None
         self._server: ThreadingHTTPServer | None = None
@@ -271,12 +274,34 @@ class SimulatedTenant:
 
         Events whose `available_at` is after the freeze were never visible to any query.
         """
-        timeline = self._timelines[self._source_name(source)]
+        name = self._source_name(source)
+        timeline = self._timelines[name]
         with self._lock:
             events = timeline.truth(self._clock())
         return [
-            {"id": e.id, "event_time": e.event_time, "available_at": e.available_at} for e in events
+            {
+                "id": self._injected[name][e.seq].get("id")
+                if e.seq in self._injected[name]
+                else e.id,
+                "event_time": e.event_time,
+                "available_at": e.available_at,
+            }
+            for e in events
         ]
+
+    def inject(self, source: str, objects: list[JsonObject]) -> None:
+        """Serve these objects verbatim, visible from now on (hostile-input tests).
+
+        They take the next event times of the source; their own fields are not checked, so
+        an object may lack an id, be huge, or carry any characters at all.
+        """
+        if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+            raise ValueError("inject takes a JSON list of objects")
+        name = self._source_name(source)
+        with self._lock:
+            now = self._clock()
+            for obj in objects:
+                self._injected[name][self._timelines[name].append(now)] = obj
 
     def set_faults(self, **knobs: Any) -> None:
         """Change fault and throttling knobs at runtime; unknown knobs raise ValueError.
@@ -340,6 +365,7 @@ class SimulatedTenant:
                 "requests": {name: dict(codes) for name, codes in self._requests.items()},
                 "authorized_requests": dict(self._authorized),
                 "throttled": self._throttled,
+                "early_requests": self._early_requests,
                 "tokens_issued": self._tokens_issued,
                 "events": {name: len(t) for name, t in self._timelines.items()},
                 "frozen_at": self._frozen_at,
@@ -520,7 +546,12 @@ class SimulatedTenant:
     def _retry_after(self, wait: float) -> str:
         if self._faults.snapshot().retry_after_style == "http-date":
             return email.utils.formatdate(math.ceil(self._clock() + wait), usegmt=True)
-        return f"{max(wait, 0.001):.3f}"
+        return f"{max(math.ceil(wait * 1000) / 1000, 0.001):.3f}"
+
+    def _hold_until(self, wait: float) -> None:
+        """Remember a Retry-After: a request before it expires is counted as early."""
+        with self._lock:
+            self._not_before = max(self._not_before, self._clock() + wait)
 
     def _throttle(self) -> float | None:
         """Take a slot of the sliding-window budget, or say how long until one frees."""
@@ -550,8 +581,12 @@ class SimulatedTenant:
                 problem,
                 {"WWW-Authenticate": f'Bearer realm="", authorization_uri="{self.authority}"'},
             )
+        with self._lock:
+            if self._clock() < self._not_before:
+                self._early_requests += 1
         wait = self._throttle()
         if wait is not None:
+            self._hold_until(wait)
             return self._graph_error(
                 request,
                 429,
@@ -573,6 +608,8 @@ class SimulatedTenant:
         if self._faults.take("graph_503"):
             retry = self._faults.snapshot().graph_503_retry_after
             headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}
+            if retry is not None:
+                self._hold_until(retry)
             return self._graph_error(
                 request, 503, "serviceNotAvailable", "Service is temporarily unavailable.", headers
             )
@@ -611,7 +648,10 @@ class SimulatedTenant:
         seed = self.scenario.seed
         body: JsonObject = {
             "@odata.context": f"{self.base_url}/v1.0/$metadata#auditLogs/{source.name}",
-            "value": [source.make_object(seed, e.seq, e.ticks) for e in page],
+            "value": [
+                self._injected[source.name].get(e.seq) or source.make_object(seed, e.seq, e.ticks)
+                for e in page
+            ],
         }
         next_link = None
         if more:
@@ -657,6 +697,9 @@ class SimulatedTenant:
                 return _json_response(200, self.truth(query.get("source", ["signins"])[0]))
             if action == "stats" and request.method == "GET":
                 return _json_response(200, self.stats())
+            if action == "inject" and request.method == "POST":
+                self.inject(query.get("source", ["signins"])[0], json.loads(request.body or b"[]"))
+                return _json_response(200, {"injected": True})
             if action == "freeze" and request.method == "POST":
                 return _json_response(200, {"frozen_at": self.freeze()})
             if action == "faults" and request.method == "POST":

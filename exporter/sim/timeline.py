@@ -144,6 +144,20 @@ class Timeline:
             available.append(current / TICKS_PER_SECOND + sample(self._rng))
             self._next_ticks = current + self._gap_ticks()
 
+    def append(self, now: float) -> int:
+        """One more event at about `now`, visible at once; returns its seq.
+
+        For objects a test injects verbatim: ticks stay strictly increasing, so paging by
+        ticks still never skips or repeats an event.
+        """
+        self.advance(now)
+        current = self._ticks[-1] + 1 if self._ticks else to_ticks_floor(now)
+        current = max(current, to_ticks_floor(now))
+        self._ticks.append(current)
+        self._available.append(now)
+        self._next_ticks = max(self._next_ticks, current + 1)
+        return len(self._ticks) - 1
+
     def freeze(self, at: float) -> None:
         """Stop the world at `at`: later events never exist, later availability never comes."""
         self.advance(at)
