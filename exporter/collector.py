@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from exporter.clock import Clock
 from exporter.config import SourceConfig
 from exporter.delivery import Delivery, OutgoingEvent
 from exporter.errors import GraphError, StateError, TokenError
-from exporter.graph import GraphClient, Interrupted
+from exporter.graph import Interrupted, Page
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger, event_key
 from exporter.logs import fields
@@ -44,6 +44,16 @@ CHECKPOINT_LAST_START = "last_start"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"
 CHECKPOINT_LATENESS = "lateness_seconds"
 CHECKPOINT_LATENESS_AT = "lateness_at"
+
+
+class EventPages(Protocol):
+    """Where a source's events come from: Graph over HTTPS, or a model in simulated time."""
+
+    throttled: int  # throttle retries so far, for the in-band "sustained throttling" warning
+
+    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
+        """Every page of events with ``start <= event time (<= end)``, newest first."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +127,7 @@ class SourceLoop:
     def __init__(
         self,
         source: SourceConfig,
-        graph: GraphClient,
+        graph: EventPages,
         ledger: Ledger,
         delivery: Delivery,
         metrics: ExporterMetrics,

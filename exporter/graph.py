@@ -51,19 +51,18 @@ class Interrupted(Exception):
     """Shutdown was requested while a request waited; the poll stops where it is."""
 
 
-def format_filter_time(epoch: float) -> str:
-    """An unquoted ISO-8601 literal for ``$filter``, rounded down to the second (never later)."""
-    return datetime.fromtimestamp(int(epoch // 1), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_filter_time(epoch: float, round_up: bool = False) -> str:
+    """An unquoted ISO-8601 literal for ``$filter``, whole seconds, rounded to widen the range."""
+    seconds = -int(-epoch // 1) if round_up else int(epoch // 1)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def first_page_url(graph_url: str, source: SourceConfig, start: float) -> str:
-    """``GET {graph_url}{endpoint}?$filter=<time_field> ge <start>&$top=<page_size>``."""
-    query = urlencode(
-        {
-            "$filter": f"{source.time_field} ge {format_filter_time(start)}",
-            "$top": str(source.page_size),
-        }
-    )
+def first_page_url(graph_url: str, source: SourceConfig, start: float, end: float | None) -> str:
+    """``{graph_url}{endpoint}?$filter=<field> ge <start>[ and <field> le <end>]&$top=<size>``."""
+    condition = f"{source.time_field} ge {format_filter_time(start)}"
+    if end is not None:
+        condition += f" and {source.time_field} le {format_filter_time(end, round_up=True)}"
+    query = urlencode({"$filter": condition, "$top": str(source.page_size)})
     return f"{graph_url}{source.endpoint}?{query}"
 
 
@@ -140,9 +139,9 @@ class GraphClient:
         self.rng = rng or random.Random()
         self.throttled = 0
 
-    def pages(self, source: SourceConfig, start: float) -> Iterator[Page]:
-        """Every page of the query from ``start``, newest events first, until no nextLink."""
-        url: str | None = first_page_url(self.graph_url, source, start)
+    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
+        """Every page of the query from ``start`` (to ``end``), newest first, until no nextLink."""
+        url: str | None = first_page_url(self.graph_url, source, start, end)
         number = 0
         while url is not None:
             events, next_link = self._fetch_page(source.name, url)

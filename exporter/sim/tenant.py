@@ -700,6 +700,9 @@ class SimulatedTenant:
             if action == "inject" and request.method == "POST":
                 self.inject(query.get("source", ["signins"])[0], json.loads(request.body or b"[]"))
                 return _json_response(200, {"injected": True})
+            if action == "tokens" and request.method == "GET":
+                with self._lock:
+                    return _json_response(200, sorted(self._tokens))
             if action == "freeze" and request.method == "POST":
                 return _json_response(200, {"frozen_at": self.freeze()})
             if action == "faults" and request.method == "POST":
