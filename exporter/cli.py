@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from exporter.logs import configure_logging, fields
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 log = logging.getLogger("exporter.cli")
 
@@ -73,11 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(args.listen, args.scenario, args.workdir, sys.stdout)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped: an error is exactly one stderr line.
+
+    A key or a path in the config may hold a newline, which would otherwise split the line.
+    """
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def _load(path: Path) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"siem-exporter: config error: {exc}", file=sys.stderr)
+        print(f"siem-exporter: config error: {one_line(str(exc))}", file=sys.stderr)
         return None
 
 
@@ -103,7 +113,7 @@ def run(path: Path) -> int:
         exporter.start()
     except (ExporterError, OSError) as exc:
         log.error("cannot start", extra=fields(error=str(exc)))
-        print(f"siem-exporter: {exc}", file=sys.stderr)
+        print(f"siem-exporter: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FATAL
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from exporter.clock import Clock
-from exporter.config import SourceConfig
+from exporter.config import BudgetConfig, SourceConfig
 from exporter.delivery import Delivery, OutgoingEvent
 from exporter.errors import GraphError, StateError, TokenError
 from exporter.graph import Interrupted, Page
@@ -135,6 +135,7 @@ class SourceLoop:
         clock: Clock,
         stop: threading.Event,
         warnings: InbandWarnings,
+        budget: BudgetConfig | None = None,
     ) -> None:
         self.source = source
         self.graph = graph
@@ -145,6 +146,7 @@ class SourceLoop:
         self.clock = clock
         self.stop = stop
         self.warnings = warnings
+        self.budget = budget or BudgetConfig(requests=5, per=10.0)
         self.policy = WindowPolicy(source.lookback, source.max_lookback, source.poll_interval)
         name = source.name
         self.last_complete = ledger.checkpoint(name, CHECKPOINT_LAST_COMPLETE)

@@ -26,6 +26,8 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9795"
 DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
 MAX_PAGE_SIZE = 1000
+# Ten years: longer than any audit-log retention, short enough that now minus it is a date.
+MAX_DURATION = 3650 * 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SYSLOG_FACILITIES = {
     "kern": 0,
@@ -181,7 +183,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text.strip())
     if not match:
         raise ValueError(f"expected a duration like 90s, 5m, 1h or 2d, got {text!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must not exceed {MAX_DURATION // 86400:.0f}d, got {text!r}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -208,15 +213,26 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("(file)", f"not UTF-8 text (byte {exc.start})") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError("(file)", f"not valid YAML{where}") from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML builds a date such as 2001-02-30 with datetime and lets its error through.
+        raise ConfigError("(file)", f"not valid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError("(file)", "not valid YAML (nested too deeply)") from None
     if not isinstance(document, dict):
         raise ConfigError("(file)", "expected a mapping of keys at the top level")
-    return parse_config(_substitute(document, "", environ), environ)
+    try:
+        substituted = _substitute(document, "", environ)
+    except RecursionError:
+        raise ConfigError("(file)", "nested too deeply") from None
+    return parse_config(substituted, environ)
 
 
 def _substitute(value: Any, key: str, environ: Mapping[str, str]) -> Any:
@@ -431,8 +447,8 @@ def _credential(top: _Section, workload_identity: bool, environ: Mapping[str, st
     if kind == "client_secret":
         return ClientSecretCredential(Secret(top.text(kind, required=True)), kind)
     if kind == "client_secret_file":
-        path = _readable_file(top, kind)
-        secret = Path(path).read_text(encoding="utf-8").strip()
+        path, content = _text_file(top, kind, required=True)
+        secret = content.strip()
         if not secret:
             raise ConfigError(top.key(kind), f"{path} is empty")
         return ClientSecretCredential(Secret(secret), f"{kind}: {path}")
@@ -442,19 +458,19 @@ def _credential(top: _Section, workload_identity: bool, environ: Mapping[str, st
             "certificate",
             ("private_key_file", "thumbprint", "public_certificate_file"),
         )
-        key_file = _readable_file(cert, "private_key_file", required=True)
+        key_file, private_key = _text_file(cert, "private_key_file", required=True)
         thumbprint = cert.text("thumbprint", required=True).replace(":", "").strip()
         if not re.fullmatch(r"[0-9A-Fa-f]{40}", thumbprint):
             raise ConfigError(
                 cert.key("thumbprint"), "expected the 40 hex digits of a SHA-1 thumbprint"
             )
-        public_file = _readable_file(cert, "public_certificate_file")
+        public_file = cert.text("public_certificate_file")
         return CertificateCredential(
-            private_key=Secret(Path(key_file).read_text(encoding="utf-8")),
+            private_key=Secret(private_key),
             private_key_file=key_file,
             thumbprint=thumbprint.upper(),
-            public_certificate=Path(public_file).read_text(encoding="utf-8")
-            if public_file
+            public_certificate=_text_file(cert, "public_certificate_file", required=True)[1]
+            if public_file is not None
             else None,
         )
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
@@ -471,8 +487,23 @@ def _readable_file(section: _Section, name: str, *, required: bool = False) -> s
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise ConfigError(section.key(name), f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(section.key(name), f"cannot read {path!r}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(section.key(name), "a path cannot contain a NUL character") from None
     return path
+
+
+def _text_file(section: _Section, name: str, *, required: bool) -> tuple[str, str]:
+    """The path and UTF-8 content of a file a key names; never echoes the content (a secret)."""
+    path = _readable_file(section, name, required=required)
+    if path is None:
+        raise ConfigError(section.key(name), "is required")
+    try:
+        return path, Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(section.key(name), f"cannot read {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(section.key(name), f"{path!r} is not UTF-8 text") from None
 
 
 def _positive(section: _Section, name: str, default: str) -> float:

@@ -66,6 +66,7 @@ class Exporter:
                 self.clock,
                 self.stop,
                 self.warnings,
+                config.budget,
             )
             for source, session in zip(config.sources, self.graph_sessions, strict=True)
         ]
