@@ -1,10 +1,12 @@
-"""The loop: plan a window, fetch a page, drop what was delivered, send, record, observe.
+"""The loop: plan the tiers, fetch a page, drop what was delivered, send, record, observe.
 
 One :class:`SourceLoop` per configured source, each in its own thread, all sharing the token
-provider, the request budget, the ledger and the sinks. Per page, new events go to every
-sink and only then into the ledger; a shutdown lets the page in flight finish (sent and
-recorded) and stops before the next one, so at most that one page can be sent twice after
-a crash, and nothing is lost.
+provider, the request budget, the ledger and the sinks. Within a source, the tiers of
+:mod:`exporter.window` (a frequent fresh query and rarer deep sweeps) run interleaved page
+by page, each getting at least its planned share of the budget. Per page, new events go to
+every sink and only then into the ledger; a shutdown lets the page in flight finish (sent
+and recorded) and stops before the next one, so at most that one page can be sent twice
+after a crash, and nothing is lost.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from exporter.metrics import ExporterMetrics, Health
 from exporter.retry import backoff
 from exporter.syslog import parse_event_time
 from exporter.window import (
-    Lateness,
-    QueryWindow,
-    WindowPolicy,
+    FRESH_QUANTILE,
+    LagHistogram,
+    SourcePolicy,
+    Tier,
     eviction_horizon,
-    observe,
-    plan_window,
+    guaranteed_lateness,
+    plan_tiers,
+    sweep_behind,
+    sweep_due,
 )
 
 log = logging.getLogger(__name__)
@@ -42,8 +47,11 @@ T = TypeVar("T")
 CHECKPOINT_LAST_COMPLETE = "last_complete"
 CHECKPOINT_LAST_START = "last_start"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"
-CHECKPOINT_LATENESS = "lateness_seconds"
-CHECKPOINT_LATENESS_AT = "lateness_at"
+FRONTIER_PREFIX = "frontier:"
+CREDIT_CAP = 20.0  # requests a tier may bank while it has nothing to fetch
+RATE_SMOOTHING = 0.3
+REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
+RUN_RETRY_DELAY = 30.0
 
 
 class EventPages(Protocol):
@@ -109,20 +117,38 @@ def arrival_lags(
 
 @dataclass
 class PollOutcome:
-    """What one complete poll saw."""
+    """What one run of a tier saw."""
 
+    tier: str
+    asof: float
+    start: float
+    end: float | None
     pages: int = 0
     events: int = 0
     new: int = 0
     newest_event_time: float | None = None
     max_lag: float = 0.0
     throttled: int = 0
-    window: QueryWindow | None = None
-    lags: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """How far back this query reached: the ``query_window_seconds`` gauge for fresh runs."""
+        return self.asof - self.start
+
+
+@dataclass
+class TierRun:
+    """A query of one tier in progress: its pages are pulled one at a time."""
+
+    tier: Tier
+    outcome: PollOutcome
+    pages: Iterator[Page]
+    seen: set[bytes] = field(default_factory=set)
+    first_for_tier: bool = False
 
 
 class SourceLoop:
-    """Polls one source until ``stop`` is set."""
+    """Runs one source's tiers until ``stop`` is set."""
 
     def __init__(
         self,
@@ -136,6 +162,7 @@ class SourceLoop:
         stop: threading.Event,
         warnings: InbandWarnings,
         budget: BudgetConfig | None = None,
+        budget_share: float = 1.0,
     ) -> None:
         self.source = source
         self.graph = graph
@@ -146,79 +173,183 @@ class SourceLoop:
         self.clock = clock
         self.stop = stop
         self.warnings = warnings
-        self.budget = budget or BudgetConfig(requests=5, per=10.0)
-        self.policy = WindowPolicy(source.lookback, source.max_lookback, source.poll_interval)
+        budget = budget or BudgetConfig(requests=5, per=10.0)
+        self.budget_rate = budget.rate * budget_share
+        self.policy = SourcePolicy(
+            source.poll_interval, source.lookback, source.max_lookback, source.page_size
+        )
         name = source.name
+        self.lags = LagHistogram()
+        self.rate = 0.0
+        self.planned_rate = 0.0
+        self.tiers = plan_tiers(self.policy, self.rate, None, self.budget_rate)
         self.last_complete = ledger.checkpoint(name, CHECKPOINT_LAST_COMPLETE)
-        self.last_start = ledger.checkpoint(name, CHECKPOINT_LAST_START)
+        self.last_fresh_start = ledger.checkpoint(name, CHECKPOINT_LAST_START)
         self.newest_event_time = ledger.checkpoint(name, CHECKPOINT_NEWEST_EVENT)
-        self.lateness = Lateness(
-            ledger.checkpoint(name, CHECKPOINT_LATENESS) or 0.0,
-            ledger.checkpoint(name, CHECKPOINT_LATENESS_AT) or 0.0,
+        self.previous_fresh_start: float | None = None
+        self.planned_quantile: float | None = None
+        self.frontiers: dict[str, float] = {}
+        self.credits: dict[str, float] = {}
+        self.started_tiers: set[str] = set()
+        self.not_before: dict[str, float] = {}
+        self.active: dict[str, TierRun] = {}
+        self._credit_at = clock.now()
+        self._adopt_tiers(clock.now())
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _adopt_tiers(self, now: float) -> None:
+        """Publish the plan; a sweep seen for the first time starts one band behind its age."""
+        name = self.source.name
+        for tier in self.tiers:
+            if tier.is_fresh or tier.name in self.frontiers:
+                continue
+            stored = self.ledger.checkpoint(name, FRONTIER_PREFIX + tier.name)
+            self.frontiers[tier.name] = (
+                stored if stored is not None else now - tier.age - tier.interval
+            )
+        for tier in self.tiers:
+            self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
+            self.metrics.tier_age.labels(name, tier.name).set(tier.age)
+            self.metrics.tier_planned_rate.labels(name, tier.name).set(tier.requests_per_second)
+        self.planned_rate = self.rate
+
+    def _replan(self, now: float) -> None:
+        """Re-plan when the measured rate or lag distribution moved enough to matter."""
+        quantile = self.lags.quantile(FRESH_QUANTILE)
+        moved = abs(self.rate - self.planned_rate) > REPLAN_CHANGE * max(self.planned_rate, 1e-9)
+        if not moved and quantile == self.planned_quantile:
+            return
+        self.tiers = plan_tiers(self.policy, self.rate, quantile, self.budget_rate)
+        self.planned_quantile = quantile
+        self._adopt_tiers(now)
+        log.info(
+            "tiers planned",
+            extra=fields(
+                source=self.source.name,
+                events_per_second=round(self.rate, 2),
+                tiers=[(t.name, round(t.age), round(t.interval)) for t in self.tiers],
+            ),
         )
 
+    # -- scheduling ----------------------------------------------------------------------
+
     def run(self) -> None:
-        """Poll every ``poll_interval`` (measured start to start) until shutdown."""
+        """Start tiers as they fall due and pull their pages, fairly, until shutdown."""
         name = self.source.name
         while not self.stop.is_set():
-            started = self.clock.now()
+            now = self.clock.now()
             self.health.beat(name)
+            self._start_due(now)
+            self._publish_schedule(now)
+            if not self.active:
+                if self.clock.sleep(max(0.05, self._next_due(now) - now)):
+                    break
+                continue
+            run = self._pick(now)
             try:
-                self.poll_once()
+                self._step(run)
             except Interrupted:
                 break
             except TokenError as exc:
+                self._abandon(run, f"token request failed ({exc.reason})")
                 self.warnings.raise_if(name, "token", True, f"token request failed ({exc.reason})")
             except GraphError as exc:
-                log.warning(
-                    "poll abandoned, the next one covers it",
-                    extra=fields(source=name, reason=exc.reason, error=str(exc)),
-                )
-            except StateError:
-                log.exception("state file failed", extra=fields(source=name))
-            else:
-                self.warnings.raise_if(name, "token", False, "")
-            remaining = started + self.source.poll_interval - self.clock.now()
-            if self.clock.sleep(remaining):
-                break
+                self._abandon(run, str(exc), reason=exc.reason)
+            except StateError as exc:
+                self._abandon(run, str(exc))
         log.info("source loop stopped", extra=fields(source=name))
 
-    def poll_once(self) -> PollOutcome:
-        """One complete query from the planned window start to the last page."""
-        name = self.source.name
-        started = self.clock.now()
-        window = plan_window(started, self.lateness, self.last_complete, self.policy)
-        self.metrics.query_window.labels(name).set(window.seconds)
-        if window.clipped:
-            self.metrics.lookback_clipped.labels(name).inc()
-            log.warning(
-                "the gap since the last complete poll exceeds max_lookback; older events "
-                "that arrived meanwhile cannot be fetched",
-                extra=fields(source=name, max_lookback=self.source.max_lookback),
-            )
-        throttled_before = self.graph.throttled
-        outcome = PollOutcome(window=window)
-        seen_this_poll: set[bytes] = set()
-        for page in self.graph.pages(self.source, window.start):
-            self.health.progressed(name)
-            outcome.pages += 1
-            if not page.events:
-                self.metrics.empty_pages.labels(name).inc()
-                continue
-            self._handle_page(page.events, seen_this_poll, outcome)
-            if self.stop.is_set():
-                raise Interrupted
-        outcome.throttled = self.graph.throttled - throttled_before
-        self._complete(window, outcome)
-        return outcome
+    def _due(self, tier: Tier, now: float) -> bool:
+        if tier.name in self.active or now < self.not_before.get(tier.name, 0.0):
+            return False
+        if tier.is_fresh:
+            return self.last_fresh_start is None or now >= self.last_fresh_start + tier.interval
+        return sweep_due(now, tier, self.frontiers[tier.name])
 
-    def _handle_page(
-        self, events: list[dict[str, Any]], seen_this_poll: set[bytes], outcome: PollOutcome
-    ) -> None:
+    def _next_due(self, now: float) -> float:
+        moments = []
+        for tier in self.tiers:
+            if tier.is_fresh:
+                due = (self.last_fresh_start or now) + tier.interval
+            else:
+                due = self.frontiers[tier.name] + tier.age + tier.interval
+            moments.append(max(due, self.not_before.get(tier.name, 0.0)))
+        return min(moments)
+
+    def _start_due(self, now: float) -> None:
+        for tier in self.tiers:
+            if not self._due(tier, now):
+                continue
+            if tier.is_fresh:
+                start, end = now - tier.window, None
+                self.last_fresh_start = now
+                self.metrics.query_window.labels(self.source.name).set(tier.window)
+            else:
+                start, end = self.frontiers[tier.name], now - tier.age
+            outcome = PollOutcome(tier.name, now, start, end, throttled=self.graph.throttled)
+            self.metrics.tier_window.labels(self.source.name, tier.name).set(
+                (end if end is not None else now) - start
+            )
+            self.active[tier.name] = TierRun(
+                tier,
+                outcome,
+                self.graph.pages(self.source, start, end),
+                first_for_tier=tier.name not in self.started_tiers,
+            )
+            self.started_tiers.add(tier.name)
+
+    def _pick(self, now: float) -> TierRun:
+        """The run whose tier is furthest below its planned share of requests (fresh on ties)."""
+        elapsed = max(0.0, now - self._credit_at)
+        self._credit_at = now
+        for tier in self.tiers:
+            credit = self.credits.get(tier.name, 0.0) + tier.requests_per_second * elapsed
+            self.credits[tier.name] = min(CREDIT_CAP, credit)
+        return max(
+            self.active.values(),
+            key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh),
+        )
+
+    def _publish_schedule(self, now: float) -> None:
         name = self.source.name
+        behind: dict[str, float] = {}
+        for tier in self.tiers:
+            if tier.is_fresh:
+                late = now - (self.last_fresh_start or now) - tier.interval
+                behind[tier.name] = max(0.0, late) if tier.name not in self.active else 0.0
+            else:
+                behind[tier.name] = sweep_behind(now, tier, self.frontiers[tier.name])
+            self.metrics.tier_behind.labels(name, tier.name).set(behind[tier.name])
+        self.metrics.guaranteed_lateness.labels(name).set(guaranteed_lateness(self.tiers, behind))
+
+    # -- one page ------------------------------------------------------------------------
+
+    def _step(self, run: TierRun) -> None:
+        """Fetch and handle the run's next page, or complete the run."""
+        name = self.source.name
+        try:
+            page = next(run.pages)
+        except StopIteration:
+            self._complete(run)
+            return
+        self.credits[run.tier.name] = self.credits.get(run.tier.name, 0.0) - 1.0
+        self.metrics.tier_requests.labels(name, run.tier.name).inc()
+        self.health.progressed(name)
+        run.outcome.pages += 1
+        if not page.events:
+            self.metrics.empty_pages.labels(name).inc()
+        else:
+            self._handle_page(page.events, run)
+        if self.stop.is_set():
+            raise Interrupted
+
+    def _handle_page(self, events: list[dict[str, Any]], run: TierRun) -> None:
+        name = self.source.name
+        outcome = run.outcome
         page = key_events(events, self.source.time_field)
         delivered = self.ledger.delivered(name, [item.key for item in page])
-        fresh = select_new(page, delivered, seen_this_poll)
+        fresh = select_new(page, delivered, run.seen)
         now = self.clock.now()
         outcome.events += len(page)
         times = [item.event_time for item in page if item.event_time is not None]
@@ -234,8 +365,9 @@ class SourceLoop:
         without_id = sum(1 for item in fresh if not item.has_id)
         if without_id:
             self.metrics.events_without_id.labels(name).inc(without_id)
+        time_field = self.source.time_field
         batch = [
-            OutgoingEvent(item.event, parse_event_time(item.event.get(self.source.time_field)))
+            OutgoingEvent(item.event, parse_event_time(item.event.get(time_field)))
             for item in fresh
         ]
         if not self.delivery.send(name, batch):
@@ -244,51 +376,84 @@ class SourceLoop:
             lambda: self.ledger.record(name, [(item.key, item.event_time or now) for item in fresh])
         )
         outcome.new += len(fresh)
-        lags = arrival_lags(fresh, now, self.last_start)
+        if run.first_for_tier:
+            return
+        if run.tier.is_fresh:
+            lags = arrival_lags(fresh, now, self.previous_fresh_start)
+            self.lags.observe(lags, now)
+        else:
+            lags = [now - item.event_time for item in fresh if item.event_time is not None]
         for lag in lags:
             self.metrics.arrival_lag.labels(name).observe(max(0.0, lag))
         outcome.max_lag = max([outcome.max_lag, *lags])
 
-    def _complete(self, window: QueryWindow, outcome: PollOutcome) -> None:
-        """Record a complete poll: checkpoints, drift, the lateness mark, eviction, metrics."""
+    def _abandon(self, run: TierRun, error: str, reason: str = "other") -> None:
+        """A run that failed for good: its tier retries later; nothing it did not finish counts."""
+        self.active.pop(run.tier.name, None)
+        self.not_before[run.tier.name] = self.clock.now() + min(RUN_RETRY_DELAY, run.tier.interval)
+        log.warning(
+            "query abandoned, the tier retries",
+            extra=fields(source=self.source.name, tier=run.tier.name, reason=reason, error=error),
+        )
+
+    # -- completion ----------------------------------------------------------------------
+
+    def _complete(self, run: TierRun) -> None:
+        """A run reached its last page: move the tier on, record checkpoints, observe."""
         name = self.source.name
+        tier, outcome = run.tier, run.outcome
+        self.active.pop(tier.name, None)
+        outcome.throttled = self.graph.throttled - outcome.throttled
         finished = self.clock.now()
-        if outcome.newest_event_time is not None:
-            self.newest_event_time = max(outcome.newest_event_time, self.newest_event_time or 0.0)
-        drift = None if self.newest_event_time is None else finished - self.newest_event_time
-        worst = max(outcome.max_lag, drift or 0.0)
-        self.lateness = observe(self.lateness, finished, worst, self.policy)
-        self.last_complete = window.asof
-        self.last_start = window.start
-        checkpoints = {
-            CHECKPOINT_LAST_COMPLETE: window.asof,
-            CHECKPOINT_LAST_START: window.start,
-            CHECKPOINT_LATENESS: self.lateness.seconds,
-            CHECKPOINT_LATENESS_AT: self.lateness.at,
-        }
-        if self.newest_event_time is not None:
-            checkpoints[CHECKPOINT_NEWEST_EVENT] = self.newest_event_time
+        checkpoints: dict[str, float] = {}
+        if tier.is_fresh:
+            self._complete_fresh(outcome, finished, checkpoints)
+        else:
+            assert outcome.end is not None
+            self.frontiers[tier.name] = outcome.end
+            checkpoints[FRONTIER_PREFIX + tier.name] = outcome.end
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
-        self._persist(lambda: self.ledger.evict(name, eviction_horizon(finished, self.policy)))
-        if drift is not None:
-            self.metrics.api_drift.labels(name).set(drift)
-        self.metrics.last_success.labels(name).set(finished)
-        self.metrics.cycle_duration.labels(name).observe(finished - window.asof)
+        horizon = eviction_horizon(self.frontiers.values())
+        self._persist(lambda: self.ledger.evict(name, horizon))
         self.health.progressed(name)
-        self.warnings.check_poll(name, window, outcome, drift)
         log.info(
-            "poll complete",
+            "query complete",
             extra=fields(
                 source=name,
-                window_seconds=round(window.seconds),
+                tier=tier.name,
+                window_seconds=round((outcome.end or outcome.asof) - outcome.start),
                 pages=outcome.pages,
                 events=outcome.events,
                 new=outcome.new,
                 duplicates=outcome.events - outcome.new,
-                drift_seconds=None if drift is None else round(drift, 1),
                 max_lag_seconds=round(outcome.max_lag, 1),
             ),
         )
+
+    def _complete_fresh(
+        self, outcome: PollOutcome, finished: float, checkpoints: dict[str, float]
+    ) -> None:
+        name = self.source.name
+        if outcome.newest_event_time is not None:
+            self.newest_event_time = max(outcome.newest_event_time, self.newest_event_time or 0.0)
+            checkpoints[CHECKPOINT_NEWEST_EVENT] = self.newest_event_time
+        drift = None if self.newest_event_time is None else finished - self.newest_event_time
+        measured = outcome.events / max(outcome.seconds, 1e-9)
+        self.rate = (
+            measured
+            if not self.rate
+            else (RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate)
+        )
+        self.previous_fresh_start = outcome.start
+        self.last_complete = outcome.asof
+        checkpoints[CHECKPOINT_LAST_COMPLETE] = outcome.asof
+        checkpoints[CHECKPOINT_LAST_START] = outcome.asof
+        if drift is not None:
+            self.metrics.api_drift.labels(name).set(drift)
+        self.metrics.last_success.labels(name).set(finished)
+        self.metrics.cycle_duration.labels(name).observe(finished - outcome.asof)
+        self.warnings.check_poll(name, outcome.seconds, outcome.events, outcome.throttled, drift)
+        self._replan(finished)
 
     def _persist(self, write: Callable[[], T]) -> T:
         """Retry a ledger write until it succeeds: a full disk pauses delivery, it loses nothing."""

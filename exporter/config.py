@@ -64,6 +64,8 @@ KNOWN_TIME_FIELDS = {
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A path only: a '?' or '#' would swallow the $filter the collector appends.
+_ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 
 
@@ -226,6 +228,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError("(file)", f"not valid YAML ({exc})") from None
     except RecursionError:
         raise ConfigError("(file)", "not valid YAML (nested too deeply)") from None
+    except Exception as exc:
+        # PyYAML's constructors leak any error on an explicitly tagged scalar, e.g.
+        # `!!timestamp nope` raises AttributeError.
+        raise ConfigError("(file)", f"not valid YAML ({type(exc).__name__})") from None
     if not isinstance(document, dict):
         raise ConfigError("(file)", "expected a mapping of keys at the top level")
     try:
@@ -270,7 +276,8 @@ class _Section:
             raise ConfigError(path or "(file)", "expected a mapping")
         for key in data:
             if key not in known:
-                raise ConfigError(_join(path, str(key)), "unknown key")
+                label = key if isinstance(key, str) and key.strip() else repr(key)
+                raise ConfigError(_join(path, label), "unknown key")
         self.data = data
         self.path = path
 
@@ -521,7 +528,7 @@ def _source(raw: Any, path: str) -> SourceConfig:
             section.key("name"), "expected a letter then up to 31 letters, digits, '_', '.' or '-'"
         )
     endpoint = section.text("endpoint", required=True)
-    if not endpoint.startswith("/") or "?" in endpoint:
+    if not _ENDPOINT.match(endpoint):
         raise ConfigError(
             section.key("endpoint"), "expected a path such as /v1.0/auditLogs/signIns"
         )

@@ -83,11 +83,16 @@ def same_origin(url: str, graph_url: str) -> bool:
     )
 
 
+def _reject_constant(name: str) -> None:
+    """NaN and Infinity are not JSON; re-serialised they would reach the SIEM as invalid JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_page(body: bytes) -> tuple[list[dict[str, Any]], str | None]:
     """The events and the nextLink of a Graph page; MalformedPageError for anything else."""
     try:
-        page = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        page = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedPageError(f"page is not JSON ({type(exc).__name__})") from None
     if not isinstance(page, dict) or not isinstance(page.get("value"), list):
         raise MalformedPageError("page has no 'value' list")

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from exporter.clock import Clock
 from exporter.config import format_duration
 from exporter.delivery import Delivery
 from exporter.logs import fields
 from exporter.syslog import format_text_message
-from exporter.window import QueryWindow
-
-if TYPE_CHECKING:
-    from exporter.collector import PollOutcome
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +44,27 @@ class InbandWarnings:
         self._last_sent: dict[tuple[str, str], float] = {}
 
     def check_poll(
-        self, source: str, window: QueryWindow, outcome: PollOutcome, drift: float | None
+        self, source: str, window: float, events: int, throttled: int, drift: float | None
     ) -> None:
-        """The conditions a complete poll can reveal."""
+        """The conditions a complete fresh query of ``window`` seconds can reveal."""
         self.raise_if(
             source,
             "drift",
-            drift is not None and drift > DRIFT_SHARE * window.seconds,
+            drift is not None and drift > DRIFT_SHARE * window,
             f"API drift of {_human(drift or 0)} is near the query window of "
-            f"{_human(window.seconds)} for source {source}; late events may be missed",
+            f"{_human(window)} for source {source}; late events may be missed",
         )
         self.raise_if(
             source,
             "empty",
-            outcome.events == 0,
-            f"the query for source {source} returned no events for the last "
-            f"{_human(window.seconds)}",
+            events == 0,
+            f"the query for source {source} returned no events for the last {_human(window)}",
         )
         self.raise_if(
             source,
             "throttling",
-            outcome.throttled >= THROTTLED_PER_POLL,
-            f"the API throttled source {source} {outcome.throttled} times in one poll",
+            throttled >= THROTTLED_PER_POLL,
+            f"the API throttled source {source} {throttled} times in one poll",
         )
 
     def raise_if(self, source: str, condition: str, active: bool, text: str) -> None:

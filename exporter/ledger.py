@@ -58,6 +58,18 @@ def event_key(event: Mapping[str, Any]) -> tuple[bytes, bool]:
     return hashlib.sha256(b"\0no-id\0" + canonical.encode("utf-8")).digest()[:16], False
 
 
+def _check_integrity(db: sqlite3.Connection) -> None:
+    """Refuse a damaged file at start: a broken index could answer "never delivered".
+
+    ``quick_check`` reads every page once (a fraction of a second for a million keys), so a
+    corrupted ledger stops the collector before it writes anything or re-sends silently.
+    """
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        found = "; ".join(" ".join(str(problem).split()) for problem in problems)
+        raise StateError(f"integrity check failed: {found}")
+
+
 class Ledger:
     """The state file, held exclusively by one process; thread-safe."""
 
@@ -65,19 +77,24 @@ class Ledger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._lock_file = self._take_process_lock()
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("SELECT count(*) FROM checkpoints").fetchone()
-        except sqlite3.DatabaseError as exc:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            _check_integrity(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT count(*) FROM checkpoints").fetchone()
+        except (sqlite3.DatabaseError, StateError) as exc:
+            if db is not None:
+                db.close()
             self._release_process_lock()
             raise StateError(
                 f"state file {self.path} is unreadable ({exc}); it was left untouched. "
                 "To recover, move it aside and start with lookback covering the outage "
-                "(see README, Reliability)"
+                "(see docs/reliability.md)"
             ) from None
+        self._db = db
 
     def _take_process_lock(self) -> int:
         """An exclusive flock beside the database: a second collector is refused, not merged."""

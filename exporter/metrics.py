@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from exporter import __version__
+from exporter.config import SourceConfig
 from exporter.errors import API_ERROR_REASONS, TOKEN_FAILURE_REASONS
 
 PREFIX = "siem_exporter"
@@ -127,22 +128,49 @@ class ExporterMetrics:
         self.poll_interval = gauge(
             "poll_interval_seconds", "The configured poll interval.", ["source"]
         )
-        self.lookback_clipped = counter(
-            "lookback_clipped", "Polls whose catch-up window was cut at max_lookback.", ["source"]
+        self.guaranteed_lateness = gauge(
+            "guaranteed_lateness_seconds",
+            "The lateness certain to be caught now: the oldest age among tiers keeping up.",
+            ["source"],
         )
-        self.ledger_entries = gauge(
-            "ledger_entries", "Deliveries the ledger remembers.", ["source"]
+        self.max_lookback = gauge(
+            "max_lookback_seconds", "The configured lateness to cover (max_lookback).", ["source"]
+        )
+        self.tier_interval = gauge(
+            "tier_interval_seconds", "How often each tier runs.", ["source", "tier"]
+        )
+        self.tier_age = gauge(
+            "tier_age_seconds", "The lateness each tier guarantees to catch.", ["source", "tier"]
+        )
+        self.tier_window = gauge(
+            "tier_window_seconds",
+            "The event-time span of each tier's last query.",
+            ["source", "tier"],
+        )
+        self.tier_planned_rate = gauge(
+            "tier_planned_requests_per_second",
+            "The budget share reserved for each tier.",
+            ["source", "tier"],
+        )
+        self.tier_behind = gauge(
+            "tier_behind_seconds",
+            "How far behind its schedule each tier is (0: on time).",
+            ["source", "tier"],
+        )
+        self.tier_requests = counter(
+            "tier_requests", "Pages fetched by each tier.", ["source", "tier"]
         )
         self.build_info.labels(__version__).set(1)
         for reason in TOKEN_FAILURE_REASONS:
             self.token_failures.labels(reason)
 
     def initialise(
-        self, sources: Iterable[tuple[str, float]], sinks: Iterable[str], budget_rate: float
+        self, sources: Iterable[SourceConfig], sinks: Iterable[str], budget_rate: float
     ) -> None:
         """Create every label child at zero, so series exist before anything happens."""
         sink_names = list(sinks)
-        for name, poll_interval in sources:
+        for source in sources:
+            name = source.name
             for child in (
                 self.api_drift,
                 self.arrival_lag,
@@ -153,11 +181,11 @@ class ExporterMetrics:
                 self.cycle_duration,
                 self.events_without_id,
                 self.budget_wait,
-                self.lookback_clipped,
-                self.ledger_entries,
+                self.guaranteed_lateness,
             ):
                 child.labels(name)
-            self.poll_interval.labels(name).set(poll_interval)
+            self.poll_interval.labels(name).set(source.poll_interval)
+            self.max_lookback.labels(name).set(source.max_lookback)
             for sink in sink_names:
                 self.events_sent.labels(name, sink)
             for code in THROTTLE_CODES:

@@ -38,7 +38,7 @@ class Exporter:
         self.registry = registry or CollectorRegistry()
         self.metrics = ExporterMetrics(self.registry)
         self.metrics.initialise(
-            [(s.name, s.poll_interval) for s in config.sources],
+            config.sources,
             [s.name for s in config.sinks],
             config.budget.rate,
         )
@@ -67,6 +67,7 @@ class Exporter:
                 self.stop,
                 self.warnings,
                 config.budget,
+                budget_share=1 / len(config.sources),
             )
             for source, session in zip(config.sources, self.graph_sessions, strict=True)
         ]

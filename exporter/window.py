@@ -1,98 +1,215 @@
-"""Which stretch of time to ask the API for, now: pure arithmetic over an injected clock.
+"""Which stretches of event time to ask the API for, and how often: pure, clock-free planning.
 
-Events appear in the API late and out of order, so each query reaches back ``lookback``
-seconds, far more than the poll interval, and the ledger suppresses what comes back twice.
-The lookback adapts: the planner keeps a slowly decaying high-water mark of how late events
-have been seen to arrive (arrival lag) and of how stale the newest visible event is (API
-drift). When that mark, with headroom, approaches the lookback, the lookback widens at once,
-never beyond ``max_lookback``; when lateness falls, it shrinks back by half-lives, never below
-the configured ``lookback``.
+Graph allows a few requests per 10 seconds per tenant, and every page an overlapping window
+fetches again spends that budget. One fixed overlap cannot both deliver fast and catch events
+that turn up hours late, so a source is polled in tiers that share one ledger:
 
-Whatever the lookback, a query never starts later than the earliest point that could still
-hold an event not yet delivered: after an outage the start reaches back to cover everything
-since the last complete poll, again bounded by ``max_lookback``.
+- ``fresh``: every ``interval`` (at least ``poll_interval``), the last ``window`` seconds
+  (at least ``lookback`` plus the interval, so successive queries overlap by ``lookback``).
+  It catches the bulk of events within about one interval of their arrival.
+- sweeps, deepest last: each keeps a *frontier* in event time and, once a band of
+  ``interval`` seconds has aged past the tier's ``age``, queries ``[frontier, now - age]``
+  and moves the frontier up. Every stretch of event time is thus asked for exactly once at
+  an age of at least ``age``: any event at most ``age`` late is visible by then and caught.
+  The deepest sweep's age is ``max_lookback``, so lateness up to ``max_lookback`` is covered
+  as long as it keeps up; shallower sweeps only shorten the wait for moderately late events.
+
+Sizes come from what the collector measures: the arrival-lag distribution (a decaying
+histogram) sizes the fresh window, the event rate in events per second of event time
+prices each tier in pages, and the budget decides how often the fresh tier can run and how
+many sweeps it can afford. Windows are stretched to fill their last page, which is free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-DEFAULT_HEADROOM = 1.5
-DEFAULT_SHRINK_HALF_LIFE = 6 * 3600.0
+FRESH = "fresh"
+DEEPEST = "deepest"
+MAX_SHALLOW_SWEEPS = 3
+BUDGET_UTILISATION = 0.85  # leave room for retries and the other sources' rounding
+FRESH_QUANTILE = 0.95
+HEADROOM = 1.25
+MIN_RATE = 1e-6  # events/s below which a source is treated as silent
+LAG_HALF_LIFE = 6 * 3600.0
+MIN_LAG_SAMPLES = 50
+DEEPEST_INTERVAL_CAP = 6 * 3600.0
+LAG_BUCKETS = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+    172800.0,
+    604800.0,
+)
 
 
 @dataclass(frozen=True, slots=True)
-class WindowPolicy:
-    """The bounds of one source's window, from its config."""
+class SourcePolicy:
+    """The bounds a source's config sets on every plan."""
 
+    poll_interval: float
     lookback: float
     max_lookback: float
-    poll_interval: float
-    headroom: float = DEFAULT_HEADROOM
-    shrink_half_life: float = DEFAULT_SHRINK_HALF_LIFE
+    page_size: int
 
 
 @dataclass(frozen=True, slots=True)
-class Lateness:
-    """A high-water mark of observed lateness (seconds) and when it was last raised or decayed."""
+class Tier:
+    """One tier: queried every ``interval``; ``age`` is the lateness it guarantees.
 
-    seconds: float = 0.0
-    at: float = 0.0
+    For the fresh tier ``window`` is how far back each query reaches; a sweep queries from
+    its frontier to ``now - age``.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class QueryWindow:
-    """One query: events with an event time at or after ``start``, as seen at ``asof``."""
-
-    start: float
-    asof: float
-    lookback: float
-    clipped: bool  # True when covering the gap since the last complete poll needed more than max_lookback
+    name: str
+    interval: float
+    age: float
+    window: float
+    requests_per_second: float  # the planned spend, which the scheduler reserves for it
 
     @property
-    def seconds(self) -> float:
-        """How far back this query reaches: the ``query_window_seconds`` gauge."""
-        return self.asof - self.start
+    def is_fresh(self) -> bool:
+        return self.name == FRESH
 
 
-def decayed(lateness: Lateness, now: float, policy: WindowPolicy) -> float:
-    """The mark as it stands at ``now``: halved every ``shrink_half_life`` since it was set."""
-    elapsed = max(0.0, now - lateness.at)
-    return lateness.seconds * 0.5 ** (elapsed / policy.shrink_half_life)
+@dataclass
+class LagHistogram:
+    """Observed arrival lags in fixed buckets, decaying with a half-life: a cheap quantile."""
+
+    counts: list[float] = field(default_factory=lambda: [0.0] * (len(LAG_BUCKETS) + 1))
+    at: float = 0.0
+
+    def observe(self, lags: Iterable[float], now: float) -> None:
+        """Add a poll's lags, after decaying what was there by the time since the last call."""
+        if self.at:
+            factor = 0.5 ** (max(0.0, now - self.at) / LAG_HALF_LIFE)
+            self.counts = [c * factor for c in self.counts]
+        self.at = now
+        for lag in lags:
+            index = next((i for i, bound in enumerate(LAG_BUCKETS) if lag <= bound), -1)
+            self.counts[index] += 1
+
+    def quantile(self, q: float) -> float | None:
+        """The bucket bound below which a share ``q`` of lags fall; None with too few samples."""
+        total = sum(self.counts)
+        if total < MIN_LAG_SAMPLES:
+            return None
+        running = 0.0
+        for bound, count in zip((*LAG_BUCKETS, math.inf), self.counts, strict=True):
+            running += count
+            if running >= q * total:
+                return bound
+        return math.inf
 
 
-def observe(lateness: Lateness, now: float, observed: float, policy: WindowPolicy) -> Lateness:
-    """Fold a poll's worst lateness (max arrival lag or drift) into the mark: up at once, down slowly."""
-    return Lateness(max(decayed(lateness, now, policy), max(0.0, observed)), now)
+def pages_for(events: float, page_size: int) -> int:
+    """Requests one query needs: at least one, even for nothing."""
+    return max(1, math.ceil(events / page_size - 1e-9))
 
 
-def lookback_for(lateness: Lateness, now: float, policy: WindowPolicy) -> float:
-    """The lookback that covers the observed lateness with headroom plus one poll interval."""
-    wanted = decayed(lateness, now, policy) * policy.headroom + policy.poll_interval
-    return min(policy.max_lookback, max(policy.lookback, wanted))
+def fill_pages(window: float, rate: float, page_size: int) -> float:
+    """Stretch ``window`` to hold as many events as its last page can carry anyway."""
+    if rate < MIN_RATE:
+        return window
+    return max(window, pages_for(rate * window, page_size) * page_size / rate * 0.97)
 
 
-def plan_window(
-    now: float, lateness: Lateness, last_complete: float | None, policy: WindowPolicy
-) -> QueryWindow:
-    """The next query for a source whose last complete poll ran as of ``last_complete``.
+def plan_tiers(
+    policy: SourcePolicy,
+    rate: float,
+    lag_quantile: float | None,
+    budget_rate: float,
+) -> tuple[Tier, ...]:
+    """The tiers for a source producing ``rate`` events/s on a budget of ``budget_rate`` req/s.
 
-    A lookback L polled every interval I catches events up to L - I late. After a gap, an
-    event that became visible since ``last_complete`` with lateness up to L - I has an event
-    time at or after ``last_complete - (L - I)``, so the query must start there at the latest.
+    ``budget_rate`` is this source's share of the tenant's budget. The fresh tier is planned
+    first, slowed down until it fits in about two thirds of the budget; the deepest sweep is
+    always planned (it is what covers ``max_lookback``); shallower sweeps are added while
+    the budget lasts, their ages spaced geometrically between the fresh tier's guarantee and
+    ``max_lookback``.
     """
-    lookback = lookback_for(lateness, now, policy)
-    start = now - lookback
-    if last_complete is not None:
-        start = min(start, last_complete - (lookback - policy.poll_interval))
-    floor = now - policy.max_lookback
-    return QueryWindow(start=max(start, floor), asof=now, lookback=lookback, clipped=start < floor)
+    usable = budget_rate * BUDGET_UTILISATION
+    page = policy.page_size
+    interval = policy.poll_interval
+    bulk = policy.lookback if lag_quantile is None else lag_quantile * HEADROOM
+    while True:
+        wanted = fill_pages(max(policy.lookback, bulk) + interval, rate, page)
+        window = min(wanted, max(policy.max_lookback, policy.lookback) + interval)
+        fresh_cost = pages_for(rate * window, page) / interval
+        if fresh_cost <= usable * 2 / 3 or interval >= policy.lookback * 8:
+            break
+        interval *= 1.25
+    age = min(window - interval, max(policy.max_lookback, policy.lookback))
+    fresh = Tier(FRESH, interval, age, window, fresh_cost)
+
+    deepest_interval = max(min(policy.max_lookback / 4, DEEPEST_INTERVAL_CAP), interval)
+    deepest = _sweep(DEEPEST, policy.max_lookback, deepest_interval, rate, page)
+    remaining = usable - fresh_cost - deepest.requests_per_second
+    shallow: list[Tier] = []
+    low, high = max(2 * fresh.age, interval), policy.max_lookback
+    for count in range(MAX_SHALLOW_SWEEPS, 0, -1):
+        ages = [low * (high / low) ** (i / count) for i in range(count)] if high > low else []
+        candidates = [
+            _sweep(f"sweep-{i + 1}", age, _sweep_interval(age, interval, rate, page), rate, page)
+            for i, age in enumerate(ages)
+        ]
+        if sum(t.requests_per_second for t in candidates) <= remaining:
+            shallow = candidates
+            break
+    return (fresh, *shallow, deepest)
 
 
-def eviction_horizon(now: float, policy: WindowPolicy, clock_skew: float = 600.0) -> float:
-    """Ledger entries with an event time before this can never be returned by a future query.
+def _sweep_interval(age: float, fresh_interval: float, rate: float, page_size: int) -> float:
+    """A quarter of the age, but never more often than the fresh tier or than a page fills."""
+    return max(age / 4, fresh_interval, page_size / rate if rate >= MIN_RATE else 0.0)
 
-    No query starts before ``now - max_lookback``; ``clock_skew`` covers a Graph clock that
-    runs ahead of ours.
+
+def _sweep(name: str, age: float, interval: float, rate: float, page_size: int) -> Tier:
+    interval = fill_pages(interval, rate, page_size)
+    cost = pages_for(rate * interval, page_size) / interval
+    return Tier(name, interval, age, interval, cost)
+
+
+def sweep_due(now: float, tier: Tier, frontier: float) -> bool:
+    """A sweep runs once a full band of ``interval`` seconds has aged past its ``age``."""
+    return now - tier.age - frontier >= tier.interval
+
+
+def sweep_behind(now: float, tier: Tier, frontier: float) -> float:
+    """How much event time beyond one band awaits the sweep: 0 when it keeps up."""
+    return max(0.0, now - tier.age - frontier - tier.interval)
+
+
+def guaranteed_lateness(tiers: Sequence[Tier], behind: dict[str, float]) -> float:
+    """The deepest lateness certain to be caught now: the oldest age among tiers keeping up."""
+    keeping_up = [t.age for t in tiers if behind.get(t.name, 0.0) <= t.interval]
+    return max(keeping_up, default=0.0)
+
+
+def eviction_horizon(frontiers: Iterable[float], clock_skew: float = 600.0) -> float:
+    """Ledger entries with an event time before this can never be returned again.
+
+    Sweeps only move their frontiers forward and the fresh tier stays newer than all of
+    them, so no query starts before the oldest frontier; ``clock_skew`` covers a Graph
+    clock that runs ahead of ours.
     """
-    return now - policy.max_lookback - clock_skew
+    return min(frontiers) - clock_skew

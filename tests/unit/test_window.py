@@ -1,93 +1,111 @@
-"""The window planner: overlap, adaptation and bounds, driven with arbitrary times."""
+"""The tier planner: budgets, ages and coverage, for arbitrary rates and configs."""
 
 from __future__ import annotations
+
+import math
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.window import (
-    Lateness,
-    WindowPolicy,
-    decayed,
+    BUDGET_UTILISATION,
+    DEEPEST,
+    FRESH,
+    LagHistogram,
+    SourcePolicy,
+    Tier,
     eviction_horizon,
-    lookback_for,
-    observe,
-    plan_window,
+    fill_pages,
+    guaranteed_lateness,
+    pages_for,
+    plan_tiers,
+    sweep_behind,
+    sweep_due,
 )
 
-NOW = 1_800_000_000.0
-seconds = st.floats(min_value=0, max_value=30 * 86400, allow_nan=False)
+rates = st.floats(min_value=0, max_value=500)  # events/s: 0 to 43M a day
 
 
 @st.composite
-def policies(draw: st.DrawFn) -> WindowPolicy:
-    interval = draw(st.floats(min_value=1, max_value=3600))
-    lookback = interval + draw(st.floats(min_value=1, max_value=86400))
-    max_lookback = lookback + draw(st.floats(min_value=0, max_value=30 * 86400))
-    return WindowPolicy(lookback, max_lookback, interval)
+def policies(draw: st.DrawFn) -> SourcePolicy:
+    interval = draw(st.floats(min_value=1, max_value=600))
+    lookback = interval + draw(st.floats(min_value=1, max_value=7200))
+    max_lookback = lookback + draw(st.floats(min_value=60, max_value=30 * 86400))
+    return SourcePolicy(interval, lookback, max_lookback, draw(st.sampled_from([100, 1000])))
 
 
-@given(policies(), seconds, seconds)
-def test_lookback_stays_within_its_bounds(policy: WindowPolicy, mark: float, age: float) -> None:
-    lookback = lookback_for(Lateness(mark, NOW - age), NOW, policy)
-    assert policy.lookback <= lookback <= policy.max_lookback
-
-
-@given(policies(), seconds)
-def test_observed_lateness_is_covered_with_a_poll_interval_to_spare(
-    policy: WindowPolicy, late: float
+@given(policies(), rates, st.none() | st.floats(min_value=0, max_value=86400))
+def test_every_plan_has_a_fresh_tier_and_a_deepest_sweep_covering_max_lookback(
+    policy: SourcePolicy, rate: float, quantile: float | None
 ) -> None:
-    lateness = observe(Lateness(), NOW, late, policy)
-    lookback = lookback_for(lateness, NOW, policy)
-    assert lookback >= min(policy.max_lookback, late + policy.poll_interval)
+    tiers = plan_tiers(policy, rate, quantile, 0.5)
+    fresh, deepest = tiers[0], tiers[-1]
+    assert fresh.name == FRESH and deepest.name == DEEPEST
+    assert fresh.interval >= policy.poll_interval
+    assert fresh.age >= policy.lookback - 1e-6, "successive fresh queries overlap by lookback"
+    assert math.isclose(fresh.window, fresh.age + fresh.interval)
+    assert deepest.age == policy.max_lookback
+    ages = [t.age for t in tiers]
+    assert ages == sorted(ages), "sweeps get deeper, the deepest last"
+    assert len({t.name for t in tiers}) == len(tiers)
 
 
-@given(policies(), seconds, seconds, seconds)
-def test_widening_is_immediate_and_shrinking_never_faster_than_the_half_life(
-    policy: WindowPolicy, first: float, second: float, elapsed: float
-) -> None:
-    before = observe(Lateness(), NOW, first, policy)
-    after = observe(before, NOW + elapsed, second, policy)
-    assert after.seconds >= second
-    assert after.seconds >= decayed(before, NOW + elapsed, policy)
-    assert (
-        decayed(before, NOW + elapsed, policy)
-        >= first * 0.5 ** (elapsed / policy.shrink_half_life) * 0.999
-    )
+@given(policies(), st.floats(min_value=0, max_value=50))
+def test_a_plan_that_fits_spends_within_the_budget(policy: SourcePolicy, rate: float) -> None:
+    budget = 0.5
+    tiers = plan_tiers(policy, rate, None, budget)
+    fresh_fits = tiers[0].requests_per_second <= budget * BUDGET_UTILISATION * 2 / 3
+    if fresh_fits and tiers[-1].requests_per_second <= budget * BUDGET_UTILISATION / 3:
+        assert sum(t.requests_per_second for t in tiers) <= budget * BUDGET_UTILISATION + 1e-9
 
 
-@given(policies(), seconds)
-def test_successive_regular_polls_overlap_by_the_lookback(
-    policy: WindowPolicy, mark: float
-) -> None:
-    lateness = Lateness(mark, NOW)
-    first = plan_window(NOW, lateness, None, policy)
-    later = NOW + policy.poll_interval
-    second = plan_window(later, lateness, first.asof, policy)
-    assert second.start <= first.asof - (second.lookback - policy.poll_interval) + 1e-6
-    assert second.start <= later - policy.lookback
-    assert second.seconds <= policy.max_lookback + 1e-6
+def test_at_ten_million_a_day_the_plan_stays_within_graphs_budget() -> None:
+    policy = SourcePolicy(60.0, 120.0, 2 * 86400.0, 1000)
+    rate = 10_000_000 / 86400
+    tiers = plan_tiers(policy, rate, 90.0, 0.5)
+    spend = sum(t.requests_per_second for t in tiers)
+    assert spend <= 0.5 * BUDGET_UTILISATION
+    assert rate / spend >= 250, "unique events per request"
 
 
-@given(policies(), seconds)
-def test_after_an_outage_the_window_reaches_back_to_the_last_complete_poll(
-    policy: WindowPolicy, outage: float
-) -> None:
-    last_complete = NOW - outage
-    window = plan_window(NOW, Lateness(), last_complete, policy)
-    guaranteed = policy.lookback - policy.poll_interval
-    if last_complete - guaranteed >= NOW - policy.max_lookback:
-        assert window.start <= last_complete - guaranteed + 1e-6
-        assert not window.clipped
-    else:
-        assert window.start == NOW - policy.max_lookback
-        assert window.clipped
+def test_low_volume_affords_shallow_sweeps_between_fresh_and_deepest() -> None:
+    policy = SourcePolicy(60.0, 300.0, 2 * 86400.0, 1000)
+    tiers = plan_tiers(policy, 1_000_000 / 86400, 120.0, 0.5)
+    assert len(tiers) >= 3
+    assert all(t.age > tiers[0].age for t in tiers[1:])
 
 
-@given(policies(), seconds, st.floats(min_value=0, max_value=86400))
-def test_no_future_window_reaches_before_the_eviction_horizon(
-    policy: WindowPolicy, mark: float, later: float
-) -> None:
-    horizon = eviction_horizon(NOW, policy)
-    window = plan_window(NOW + later, Lateness(mark, NOW), NOW - 10 * 86400, policy)
-    assert window.start > horizon
+@given(
+    st.floats(min_value=0.001, max_value=1e5),
+    st.floats(min_value=0.01, max_value=1000),
+    st.sampled_from([10, 1000]),
+)
+def test_filled_windows_use_no_more_pages(window: float, rate: float, page_size: int) -> None:
+    filled = fill_pages(window, rate, page_size)
+    assert filled >= window
+    assert pages_for(rate * filled, page_size) == pages_for(rate * window, page_size)
+
+
+def test_lag_quantiles_need_samples_and_decay() -> None:
+    histogram = LagHistogram()
+    histogram.observe([5.0] * 10, now=1000.0)
+    assert histogram.quantile(0.95) is None
+    histogram.observe([5.0] * 90 + [500.0] * 10, now=1000.0)
+    assert histogram.quantile(0.5) == 5.0
+    assert histogram.quantile(0.95) == 600.0
+    histogram.observe([30.0] * 200, now=1000.0 + 30 * 3600)
+    assert histogram.quantile(0.95) == 30.0, "old lags have decayed away"
+
+
+def test_sweep_schedule_and_guarantee() -> None:
+    sweep = Tier("deepest", interval=3600.0, age=86400.0, window=3600.0, requests_per_second=0.1)
+    fresh = Tier("fresh", interval=60.0, age=300.0, window=360.0, requests_per_second=0.1)
+    now = 10 * 86400.0
+    on_time = now - sweep.age - sweep.interval
+    assert sweep_due(now, sweep, on_time)
+    assert not sweep_due(now, sweep, on_time + 1)
+    assert sweep_behind(now, sweep, on_time) == 0.0
+    assert sweep_behind(now, sweep, on_time - 7200) == 7200.0
+    assert guaranteed_lateness([fresh, sweep], {"deepest": 0.0}) == 86400.0
+    assert guaranteed_lateness([fresh, sweep], {"deepest": 7200.0}) == 300.0
+    assert eviction_horizon([now - 5, on_time], clock_skew=600) == on_time - 600
