@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from exporter.metrics import ExporterMetrics
 from tests.prometheus import (
     DASHBOARD_FILE,
     GRAFANA,
@@ -30,30 +32,17 @@ from tests.prometheus import (
     write_as_recording_rules,
 )
 
-# Metric families the exporter exposes: the contract's plus the documented extras.
-KNOWN_METRICS = {
-    "api_drift_seconds",
-    "event_arrival_lag_seconds",
-    "query_window_seconds",
-    "events_sent_total",
-    "duplicates_suppressed_total",
-    "empty_pages_total",
-    "throttle_retries_total",
-    "token_failures_total",
-    "api_requests_total",
-    "sink_errors_total",
-    "last_success_timestamp_seconds",
-    "cycle_duration_seconds",
-    "build_info",
-    "budget_requests_per_second",
-    "api_errors_total",
-    "sink_up",
-    "token_expiry_timestamp_seconds",
-    "last_token_success_timestamp_seconds",
-    "poll_interval_seconds",
-    "events_without_id_total",
-}
-HISTOGRAMS = {"event_arrival_lag_seconds", "cycle_duration_seconds"}
+
+def _exposed_families() -> tuple[set[str], set[str]]:
+    """Every metric family the exporter registers, read from a real registry, and its histograms."""
+    registry = CollectorRegistry()
+    ExporterMetrics(registry)
+    families = {m.name.removeprefix("siem_exporter_"): m.type for m in registry.collect()}
+    names = {f"{name}_total" if kind == "counter" else name for name, kind in families.items()}
+    return names, {name for name, kind in families.items() if kind == "histogram"}
+
+
+KNOWN_METRICS, HISTOGRAMS = _exposed_families()
 METRIC_NAME = re.compile(r"\bsiem_exporter_(\w+)")
 
 
