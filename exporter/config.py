@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter.errors import ConfigError
+from exporter.syslog import FACILITIES
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
@@ -29,32 +30,6 @@ MAX_PAGE_SIZE = 1000
 # Ten years: longer than any audit-log retention, short enough that now minus it is a date.
 MAX_DURATION = 3650 * 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SYSLOG_FACILITIES = {
-    "kern": 0,
-    "user": 1,
-    "mail": 2,
-    "daemon": 3,
-    "auth": 4,
-    "syslog": 5,
-    "lpr": 6,
-    "news": 7,
-    "uucp": 8,
-    "cron": 9,
-    "authpriv": 10,
-    "ftp": 11,
-    "ntp": 12,
-    "security": 13,
-    "console": 14,
-    "solaris-cron": 15,
-    "local0": 16,
-    "local1": 17,
-    "local2": 18,
-    "local3": 19,
-    "local4": 20,
-    "local5": 21,
-    "local6": 22,
-    "local7": 23,
-}
 KNOWN_TIME_FIELDS = {
     "/auditLogs/signIns": "createdDateTime",
     "/auditLogs/directoryAudits": "activityDateTime",
@@ -564,7 +539,7 @@ def _sink(raw: Any, path: str) -> SyslogSinkConfig:
     ca_file = _readable_file(section, "ca_file")
     if ca_file and protocol != "tls":
         raise ConfigError(section.key("ca_file"), "only applies to protocol: tls")
-    facility = section.choice("facility", tuple(SYSLOG_FACILITIES), "local0")
+    facility = section.choice("facility", tuple(FACILITIES), "local0")
     return SyslogSinkConfig(
         name=section.text("name", "syslog", required=True),
         host=section.text("host", required=True),
@@ -572,7 +547,7 @@ def _sink(raw: Any, path: str) -> SyslogSinkConfig:
         protocol=protocol,
         framing=section.choice("framing", ("octet-counting", "lf"), "octet-counting"),
         ca_file=ca_file,
-        facility=SYSLOG_FACILITIES[facility],
+        facility=FACILITIES[facility],
         hostname=section.text("hostname", socket.gethostname(), required=True),
     )
 
@@ -596,7 +571,7 @@ def effective_config(config: Config) -> dict[str, Any]:
             credential = {"certificate": {"private_key_file": key_file, "thumbprint": thumbprint}}
         case WorkloadIdentityCredential(token_file=token_file):
             credential = {"workload_identity": True, "federated_token_file": token_file}
-    facility_names = {code: name for name, code in SYSLOG_FACILITIES.items()}
+    facility_names = {code: name for name, code in FACILITIES.items()}
     return {
         "tenant_id": config.tenant_id,
         "client_id": config.client_id,
