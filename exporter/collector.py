@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from exporter.clock import Clock
@@ -70,8 +71,13 @@ class KeyedEvent:
 
     key: bytes
     has_id: bool
-    event_time: float | None
+    when: datetime | None
     event: dict[str, Any]
+
+    @property
+    def event_time(self) -> float | None:
+        """The event time in epoch seconds, for lags and the ledger."""
+        return None if self.when is None else self.when.timestamp()
 
 
 def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedEvent]:
@@ -80,7 +86,7 @@ def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedE
     for event in events:
         key, has_id = event_key(event)
         when = parse_event_time(event.get(time_field))
-        keyed.append(KeyedEvent(key, has_id, when.timestamp() if when else None, event))
+        keyed.append(KeyedEvent(key, has_id, when, event))
     return keyed
 
 
@@ -365,11 +371,7 @@ class SourceLoop:
         without_id = sum(1 for item in fresh if not item.has_id)
         if without_id:
             self.metrics.events_without_id.labels(name).inc(without_id)
-        time_field = self.source.time_field
-        batch = [
-            OutgoingEvent(item.event, parse_event_time(item.event.get(time_field)))
-            for item in fresh
-        ]
+        batch = [OutgoingEvent(item.event, item.when) for item in fresh]
         if not self.delivery.send(name, batch):
             raise Interrupted
         self._persist(
