@@ -48,6 +48,7 @@ T = TypeVar("T")
 CHECKPOINT_LAST_COMPLETE = "last_complete"
 CHECKPOINT_LAST_START = "last_start"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"
+CHECKPOINT_FIRST_START = "first_start"
 FRONTIER_PREFIX = "frontier:"
 CREDIT_CAP = 20.0  # requests a tier may bank while it has nothing to fetch
 RATE_SMOOTHING = 0.3
@@ -207,13 +208,18 @@ class SourceLoop:
     def _adopt_tiers(self, now: float) -> None:
         """Publish the plan; a sweep seen for the first time starts one band behind its age."""
         name = self.source.name
+        new_frontiers: dict[str, float] = {}
         for tier in self.tiers:
             if tier.is_fresh or tier.name in self.frontiers:
                 continue
             stored = self.ledger.checkpoint(name, FRONTIER_PREFIX + tier.name)
-            self.frontiers[tier.name] = (
-                stored if stored is not None else now - tier.age - tier.interval
-            )
+            if stored is None:
+                stored = now - tier.age - tier.interval
+                new_frontiers[FRONTIER_PREFIX + tier.name] = stored
+            self.frontiers[tier.name] = stored
+        if new_frontiers:
+            # Persisted at once: a crash before the first sweep must not move them on.
+            self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
         for tier in self.tiers:
             self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
             self.metrics.tier_age.labels(name, tier.name).set(tier.age)
@@ -288,7 +294,7 @@ class SourceLoop:
             if not self._due(tier, now):
                 continue
             if tier.is_fresh:
-                start, end = now - tier.window, None
+                start, end = self._fresh_start(now, tier), None
                 self.last_fresh_start = now
                 self.metrics.query_window.labels(self.source.name).set(tier.window)
             else:
@@ -304,6 +310,24 @@ class SourceLoop:
                 first_for_tier=tier.name not in self.started_tiers,
             )
             self.started_tiers.add(tier.name)
+
+    def _fresh_start(self, now: float, tier: Tier) -> float:
+        """The fresh window's start; until a first fresh query completes, where the first began.
+
+        Sweeps only reach back from their own frontiers, so the first window's older part
+        would otherwise be left to chance if the first query is cut short.
+        """
+        start = now - tier.window
+        if self.last_complete is not None:
+            return start
+        name = self.source.name
+        first = self.ledger.checkpoint(name, CHECKPOINT_FIRST_START)
+        if first is None:
+            self._persist(
+                lambda: self.ledger.set_checkpoints(name, {CHECKPOINT_FIRST_START: start})
+            )
+            return start
+        return max(min(start, first), now - self.source.max_lookback)
 
     def _pick(self, now: float) -> TierRun:
         """The run whose tier is furthest below its planned share of requests (fresh on ties)."""

@@ -56,6 +56,7 @@ PROTOCOLS: frozenset[str] = frozenset({"tcp", "tls", "udp"})
 MAX_UDP_DATAGRAM = 65507
 
 NILVALUE = "-"
+MAX_TIMESTAMP_YEAR = 2099
 _HEADER_LIMITS = {"hostname": 255, "app_name": 48, "procid": 128, "msgid": 32}
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -93,13 +94,17 @@ def sanitize_header_field(value: str, max_length: int) -> str:
 def format_timestamp(timestamp: datetime | None) -> str:
     """RFC 5424 TIMESTAMP: UTC, ``Z``, exactly six fractional digits, or ``-`` when unknown.
 
-    A naive datetime is refused: guessing its zone would silently shift event times.
+    A naive datetime is refused: guessing its zone would silently shift event times. A year
+    after 2099 becomes ``-``: rsyslog's RFC 5424 parser refuses it and would misread the
+    whole message (the event itself still carries its time).
     """
     if timestamp is None:
         return NILVALUE
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise ValueError("syslog timestamp must be timezone-aware")
     utc = timestamp.astimezone(UTC)
+    if utc.year > MAX_TIMESTAMP_YEAR:
+        return NILVALUE
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
         f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"

@@ -11,7 +11,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-RETRY_AFTER_STYLES = ("seconds", "http-date")
+# How a Retry-After is written: "seconds" with millisecond fractions, "integer" whole
+# seconds rounded up (what Graph sends), "http-date" an IMF-fixdate rounded up to the second.
+RETRY_AFTER_STYLES = ("seconds", "integer", "http-date")
 
 
 @dataclass

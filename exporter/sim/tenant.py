@@ -51,6 +51,11 @@ JsonObject = dict[str, Any]
 _GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 _RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 _JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# A request for another source arriving this soon after a Retry-After was issued may have
+# been on the wire before the client could read it: counted apart, as `early_in_flight`, so
+# that `early_requests` counts requests sent while the client knew it had to wait. A retry
+# for the throttled source itself always counts: it can only follow the 429.
+IN_FLIGHT_GRACE = 0.25
 
 # AADSTS code -> (HTTP status, OAuth error, description template)
 AADSTS_ERRORS: dict[int, tuple[int, str, str]] = {
@@ -204,7 +209,10 @@ class SimulatedTenant:
         self._authorized: Counter[str] = Counter()
         self._throttled = 0
         self._not_before = 0.0
+        self._held_since = 0.0
+        self._held_for = ""
         self._early_requests = 0
+        self._early_in_flight = 0
         self._injected: dict[str, dict[int, JsonObject]] = {name: {} for name in SOURCES}
         self._tokens_issued = 0
         self._pki: TestPki | None = None
@@ -366,6 +374,7 @@ class SimulatedTenant:
                 "authorized_requests": dict(self._authorized),
                 "throttled": self._throttled,
                 "early_requests": self._early_requests,
+                "early_in_flight": self._early_in_flight,
                 "tokens_issued": self._tokens_issued,
                 "events": {name: len(t) for name, t in self._timelines.items()},
                 "frozen_at": self._frozen_at,
@@ -544,14 +553,21 @@ class SimulatedTenant:
         return None
 
     def _retry_after(self, wait: float) -> str:
-        if self._faults.snapshot().retry_after_style == "http-date":
+        style = self._faults.snapshot().retry_after_style
+        if style == "http-date":
             return email.utils.formatdate(math.ceil(self._clock() + wait), usegmt=True)
+        if style == "integer":
+            return str(max(math.ceil(wait), 1))
         return f"{max(math.ceil(wait * 1000) / 1000, 0.001):.3f}"
 
-    def _hold_until(self, wait: float) -> None:
-        """Remember a Retry-After: a request before it expires is counted as early."""
+    def _hold_until(self, wait: float, path: str) -> None:
+        """Remember a Retry-After given to a request for `path`: a request before it expires
+        is counted as early."""
         with self._lock:
-            self._not_before = max(self._not_before, self._clock() + wait)
+            now = self._clock()
+            if now >= self._not_before:
+                self._held_since, self._held_for = now, path
+            self._not_before = max(self._not_before, now + wait)
 
     def _throttle(self) -> float | None:
         """Take a slot of the sliding-window budget, or say how long until one frees."""
@@ -582,11 +598,16 @@ class SimulatedTenant:
                 {"WWW-Authenticate": f'Bearer realm="", authorization_uri="{self.authority}"'},
             )
         with self._lock:
-            if self._clock() < self._not_before:
-                self._early_requests += 1
+            now = self._clock()
+            if now < self._not_before:
+                other_source = source.path != self._held_for
+                if other_source and now < self._held_since + IN_FLIGHT_GRACE:
+                    self._early_in_flight += 1
+                else:
+                    self._early_requests += 1
         wait = self._throttle()
         if wait is not None:
-            self._hold_until(wait)
+            self._hold_until(wait, source.path)
             return self._graph_error(
                 request,
                 429,
@@ -609,7 +630,7 @@ class SimulatedTenant:
             retry = self._faults.snapshot().graph_503_retry_after
             headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}
             if retry is not None:
-                self._hold_until(retry)
+                self._hold_until(retry, urlsplit(request.target).path)
             return self._graph_error(
                 request, 503, "serviceNotAvailable", "Service is temporarily unavailable.", headers
             )

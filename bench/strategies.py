@@ -1,0 +1,313 @@
+"""The collectors under test: ours (the real :class:`SourceLoop`) and four common designs.
+
+Each runs against the same :class:`bench.model.GraphModel` on the same virtual clock until the
+run's end, and reports what it delivered to a :class:`bench.model.DeliveryLog`. Every request
+takes ``REQUEST_SECONDS`` of virtual time, so paging is never free even when the budget is
+idle. The baselines are plain HTTP clients: no client-side pacing, they follow next links and
+sleep what a 429's Retry-After says (the seed script: five seconds on any error).
+
+- ``nonoverlap``: ``[last, now)`` every 10 minutes, no overlap: "the last ten minutes".
+- ``seed``: the seed script: ``ge now - 6h`` every 3 minutes (runs back to back when one
+  takes longer), an id sent unless it was in the previous run's result. ``seed-widen`` adds
+  the auto-widening it left disabled: the window doubles after an empty result (up to 48 h).
+- ``checkpoint``: the usual commercial add-on: every 5 minutes ``gt <newest event time seen>
+  and le now - 7m``; the checkpoint moves to the newest event time returned.
+- ``halfopen``: a popular open-source agent: every minute ``[last_end, now - 30s)``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply
+from exporter.budget import RequestBudget
+from exporter.collector import SourceLoop
+from exporter.config import BudgetConfig, SourceConfig
+from exporter.delivery import OutgoingEvent
+from exporter.graph import Interrupted, Page
+from exporter.inband import InbandWarnings
+from exporter.ledger import Ledger
+from exporter.metrics import ExporterMetrics, Health
+
+REQUEST_SECONDS = 0.5
+BUDGET = BudgetConfig(requests=5, per=10.0)
+GUARANTEE_GAUGE = "siem_exporter_guaranteed_lateness_seconds"
+OBJECT_CACHE = 400_000
+
+OURS = SourceConfig(
+    name="signins",
+    endpoint="/v1.0/auditLogs/signIns",
+    time_field="createdDateTime",
+    page_size=1000,
+    poll_interval=60.0,
+    lookback=1800.0,
+    max_lookback=25 * 3600.0,  # profile (b) is up to 24 h late
+)
+
+
+class RunOver(Exception):
+    """The virtual clock reached the end of the run."""
+
+
+class World:
+    """One run's shared pieces: the clock, the API, and what reached the SIEM."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.stop = threading.Event()
+        self.clock = BenchClock(events.start, events.stop, self.stop)
+        self.api = GraphModel(events, self.clock.now, BUDGET.requests, BUDGET.per)
+        self.log = DeliveryLog(len(events))
+        self.blocked = 0.0
+
+    def wait_until(self, when: float) -> None:
+        """Sleep until ``when``; RunOver when the run ends first."""
+        if self.clock.sleep(when - self.clock.now()):
+            raise RunOver
+
+    def deliver(self, indices: list[int]) -> None:
+        """The SIEM accepts a batch now."""
+        if indices:
+            self.log.deliver(indices, self.clock.now())
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """What a strategy's run cost, beside what it delivered (which is in ``World.log``)."""
+
+    requests: int
+    throttled: int
+    blocked: float
+    guaranteed_lateness: float | None = None
+
+
+def _stats(world: World, guaranteed: float | None = None) -> RunStats:
+    api = world.api
+    return RunStats(api.ok + api.throttled, api.throttled, world.blocked, guaranteed)
+
+
+class Pager:
+    """A baseline's HTTP client: one query, every page, waiting out 429s."""
+
+    def __init__(self, world: World, fixed_pause: float | None = None) -> None:
+        self.world = world
+        self.fixed_pause = fixed_pause
+
+    def pages(
+        self, ge_us: int, le_us: int | None = None, lt_us: int | None = None
+    ) -> Iterator[list[int]]:
+        """Pages of indices, newest first."""
+        api = self.world.api
+        reply = self._call(lambda: api.query(ge_us, le_us, lt_us))
+        yield reply.page
+        while reply.snapshot is not None:
+            reply = self._call(partial(api.follow, reply.snapshot))
+            yield reply.page
+
+    def _call(self, send: Callable[[], Reply]) -> Reply:
+        world = self.world
+        while True:
+            reply = send()
+            world.wait_until(world.clock.now() + REQUEST_SECONDS)
+            if reply.status == 200:
+                return reply
+            pause = reply.retry_after if self.fixed_pause is None else self.fixed_pause
+            world.blocked += pause
+            world.wait_until(world.clock.now() + pause)
+
+
+def _at(seconds: float) -> int:
+    return round(seconds * US)
+
+
+def run_nonoverlap(world: World, every: float = 600.0) -> RunStats:
+    """``[last, now)`` every ``every`` seconds: contiguous windows, never asked twice."""
+    pager, last = Pager(world), world.events.start
+    try:
+        while True:
+            world.wait_until(last + every)
+            now = world.clock.now()
+            for page in pager.pages(_at(last), lt_us=_at(now)):
+                world.deliver(page)
+            last = now
+    except RunOver:
+        return _stats(world)
+
+
+def run_seed(
+    world: World,
+    every: float = 180.0,
+    window: float = 6 * 3600.0,
+    widen: bool = False,
+    widest: float = 48 * 3600.0,
+) -> RunStats:
+    """The seed script: a ``window`` every ``every`` s, deduped against the previous run only."""
+    pager = Pager(world, fixed_pause=5.0)
+    seen_in_run = array("i", [-1]) * len(world.events)
+    run, current = 0, window
+    try:
+        while True:
+            started = world.clock.now()
+            returned = 0
+            for page in pager.pages(_at(started - current)):
+                fresh = [index for index in page if seen_in_run[index] != run - 1]
+                for index in page:
+                    seen_in_run[index] = run
+                world.deliver(fresh)
+                returned += len(page)
+            if widen:
+                current = min(current * 2, widest) if returned == 0 else window
+            run += 1
+            world.wait_until(started + every)
+    except RunOver:
+        return _stats(world)
+
+
+def run_checkpoint(world: World, every: float = 300.0, delay: float = 420.0) -> RunStats:
+    """``gt checkpoint and le now - delay`` every ``every`` s; checkpoint = newest time seen."""
+    pager, times = Pager(world), world.events.times
+    checkpoint, next_poll = _at(world.events.start) - 1, world.events.start
+    try:
+        while True:
+            world.wait_until(next_poll)
+            next_poll = world.clock.now() + every
+            newest = checkpoint
+            for page in pager.pages(checkpoint + 1, le_us=_at(world.clock.now() - delay)):
+                world.deliver(page)
+                if page:
+                    newest = max(newest, times[page[0]])
+            checkpoint = newest
+    except RunOver:
+        return _stats(world)
+
+
+def run_halfopen(world: World, every: float = 60.0, delay: float = 30.0) -> RunStats:
+    """``[last_end, now - delay)`` every ``every`` s."""
+    pager, last_end, next_poll = Pager(world), world.events.start, world.events.start
+    try:
+        while True:
+            world.wait_until(next_poll)
+            next_poll = world.clock.now() + every
+            end = world.clock.now() - delay
+            if end <= last_end:
+                continue
+            for page in pager.pages(_at(last_end), lt_us=_at(end)):
+                world.deliver(page)
+            last_end = end
+    except RunOver:
+        return _stats(world)
+
+
+class ModelPages:
+    """:class:`exporter.collector.EventPages` over the model, paced and throttled as GraphClient is."""
+
+    def __init__(self, world: World, budget: RequestBudget, metrics: ExporterMetrics) -> None:
+        self.world = world
+        self.budget = budget
+        self.metrics = metrics
+        self.throttled = 0
+        # Overlapping windows return each event dozens of times; building its dict once
+        # keeps the adapter's share of the run small (the collector never mutates events).
+        self._object = lru_cache(maxsize=OBJECT_CACHE)(self._build)
+
+    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
+        """The filter literal is in whole seconds, widened outwards, as GraphClient sends it."""
+        api = self.world.api
+        ge_us = math.floor(start) * US
+        le_us = None if end is None else math.ceil(end) * US
+        reply = self._call(source.name, lambda: api.query(ge_us, le_us, None, source.page_size))
+        number = 1
+        yield Page(self._objects(reply.page), number)
+        while reply.snapshot is not None:
+            reply = self._call(source.name, partial(api.follow, reply.snapshot))
+            number += 1
+            yield Page(self._objects(reply.page), number)
+
+    def _objects(self, page: list[int]) -> list[dict[str, str]]:
+        return [self._object(index) for index in page]
+
+    def _build(self, index: int) -> dict[str, str]:
+        events = self.world.events
+        return {"id": events.event_id(index), "createdDateTime": events.event_time_text(index)}
+
+    def _call(self, source: str, send: Callable[[], Reply]) -> Reply:
+        world, metrics = self.world, self.metrics
+        while True:
+            waited, interrupted = self.budget.acquire()
+            world.blocked += waited
+            metrics.budget_wait.labels(source).inc(waited)
+            if interrupted:
+                raise Interrupted
+            reply = send()
+            metrics.api_requests.labels(source, str(reply.status)).inc()
+            if world.clock.sleep(REQUEST_SECONDS):
+                raise Interrupted
+            if reply.status == 200:
+                return reply
+            self.throttled += 1
+            metrics.throttle_retries.labels(source, "429").inc()
+            self.budget.block_until(world.clock.now() + reply.retry_after)
+
+
+class RecordingDelivery:
+    """The SIEM stand-in: accepts every batch and records which events arrived when."""
+
+    sinks: Sequence[object] = ()
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def send(self, source: str, batch: Sequence[OutgoingEvent]) -> bool:
+        index_of = self.world.events.index_of
+        self.world.deliver([index_of(item.event["id"]) for item in batch])
+        return True
+
+
+def run_ours(world: World, source: SourceConfig = OURS) -> RunStats:
+    """The real collector loop with a real ledger (in a temporary directory) on the model."""
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry)
+    budget = RequestBudget(BUDGET.requests, BUDGET.per, world.clock)
+    graph = ModelPages(world, budget, metrics)
+    delivery = RecordingDelivery(world)
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        ledger = Ledger(Path(tmp) / "state.db")
+        try:
+            loop = SourceLoop(
+                source,
+                graph,
+                ledger,
+                delivery,  # type: ignore[arg-type]
+                metrics,
+                Health({source.name: source.poll_interval}, clock=world.clock.now),
+                world.clock,
+                world.stop,
+                InbandWarnings(False, delivery, world.clock),  # type: ignore[arg-type]
+                BUDGET,
+            )
+            loop.run()
+        finally:
+            ledger.close()
+    guaranteed = registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name})
+    return _stats(world, guaranteed)
+
+
+STRATEGIES: dict[str, Callable[[World], RunStats]] = {
+    "ours": run_ours,
+    "ours-lb5m": lambda world: run_ours(world, replace(OURS, lookback=300.0)),
+    "nonoverlap": run_nonoverlap,
+    "seed": run_seed,
+    "seed-widen": lambda world: run_seed(world, widen=True),
+    "checkpoint": run_checkpoint,
+    "halfopen": run_halfopen,
+}
+DEFAULT_STRATEGIES = ("ours", "nonoverlap", "seed", "checkpoint", "halfopen")

@@ -1,0 +1,214 @@
+"""Fault tests, end to end, on the Microsoft side: a failing token endpoint and a throttling storm.
+
+``siem-exporter run`` talks to ``siem-exporter simulate`` over HTTPS (MSAL against its token
+endpoint, Graph with its budget) and delivers into a real rsyslogd. Faults are switched on
+through the simulator's control endpoint while the collector runs; the simulator's ground
+truth and its request statistics say what should have happened.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_collector_e2e import metric_value
+from tests.rsyslog import RsyslogReceiver
+from tests.stack import (
+    CollectorProcess,
+    SimProcess,
+    collector_config,
+    free_port,
+    start_collector,
+    start_sim,
+    wait_until,
+)
+
+LOOKBACK_SECONDS = 180.0
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimProcess:
+    with start_sim(tmp_path, scenario="test") as process:
+        yield process
+
+
+def metric(collector: CollectorProcess, name: str, **labels: str) -> float:
+    """One sample from /metrics; 0 while the listener is not up."""
+    response = collector.get("/metrics")
+    return 0.0 if response is None else metric_value(response.text, name, **labels)
+
+
+def readiness(collector: CollectorProcess) -> int | None:
+    response = collector.get("/readyz")
+    return None if response is None else response.status_code
+
+
+def wait_for_complete_polls(
+    collector: CollectorProcess, sources: tuple[str, ...], after: float, timeout: float
+) -> None:
+    """Every source completes a poll that started after ``after`` (two completions past it)."""
+
+    def completed_since(moment: float) -> bool:
+        text = collector.metrics()
+        return all(
+            metric_value(text, "siem_exporter_last_success_timestamp_seconds", source=s) > moment
+            for s in sources
+        )
+
+    wait_until(lambda: completed_since(after), timeout)
+    first = time.time()
+    wait_until(lambda: completed_since(first), timeout)
+
+
+def assert_exactly_once(
+    sim: SimProcess,
+    receiver: RsyslogReceiver,
+    sources: tuple[str, ...],
+    started: float,
+    frozen_at: float,
+    metrics: str,
+) -> list[tuple[str, str]]:
+    """Every owed event of ``sources`` arrived once, as counted; returns the other messages."""
+    delivered: dict[str, Counter[str]] = {s: Counter() for s in sources}
+    others = []
+    for msgid, msg in receiver.messages():
+        if msgid in delivered:
+            delivered[msgid][json.loads(msg)["id"]] += 1
+        else:
+            others.append((msgid, msg))
+    for source in sources:
+        owed = {
+            e["id"]: (round(e["event_time"] - started, 1), round(e["available_at"] - started, 1))
+            for e in sim.truth(source)
+            if e["available_at"] <= frozen_at
+            and (e["event_time"] >= started - LOOKBACK_SECONDS + 2 or e["available_at"] > started)
+        }
+        missing = sorted(owed[i] for i in set(owed) - set(delivered[source]))
+        assert not missing, (
+            f"{len(missing)} of {len(owed)} {source} events lost; (event time, visible at) "
+            f"relative to the start: {missing[:5]}"
+        )
+        repeated = [i for i, n in delivered[source].items() if n > 1]
+        assert not repeated, f"{source} events delivered twice: {repeated[:5]}"
+        assert metric_value(
+            metrics, "siem_exporter_events_sent_total", source=source, sink="syslog"
+        ) == sum(delivered[source].values())
+    return others
+
+
+def test_token_endpoint_outage_is_classified_warned_and_recovered_from(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    sources = ("signins",)
+    with RsyslogReceiver() as receiver:
+        config: dict[str, Any] = collector_config(
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            lookback="3m",
+            sources=sources,
+        )
+        config["inband_warnings"] = True
+        with start_collector(config, tmp_path) as collector:
+            started = time.time()
+            collector.wait_ready()
+            # Steady state first: a first poll cut short loses the oldest part of its window
+            # (the collector bug test_faults_crash.py's xfail documents).
+            wait_until(
+                lambda: metric(
+                    collector, "siem_exporter_last_success_timestamp_seconds", source="signins"
+                ),
+                timeout=60,
+            )
+            # The cached token stops working and no new one can be had: AADSTS7000215.
+            sim.set_faults(token_failures=1_000_000, token_error=7000215, revoke_tokens=True)
+            wait_until(lambda: readiness(collector) == 503, timeout=90)
+            invalid_client = metric(
+                collector, "siem_exporter_token_failures_total", reason="invalid_client"
+            )
+            assert invalid_client >= 3
+            sim.set_faults(token_failures=0)
+            wait_until(lambda: readiness(collector) == 200, timeout=60)
+            frozen_at = sim.freeze()
+            wait_for_complete_polls(collector, sources, frozen_at, timeout=60)
+            metrics = collector.metrics()
+            assert collector.terminate() == 0
+        others = assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
+
+    assert (
+        metric_value(metrics, "siem_exporter_token_failures_total", reason="invalid_client")
+        >= invalid_client
+    )
+    for reason in ("unauthorized_client", "invalid_scope", "network", "other"):
+        assert metric_value(metrics, "siem_exporter_token_failures_total", reason=reason) == 0
+    warnings = [msg for msgid, msg in others if msgid == "warning"]
+    assert others and len(warnings) == len(others), f"unexpected messages: {others[:3]}"
+    assert any(w.startswith("WARNING: ") and "token" in w for w in warnings), warnings
+    assert "AADSTS7000215" in collector.logs()
+    assert sim.client_secret not in collector.logs()
+
+
+@pytest.mark.parametrize("style", ["seconds", "integer", "http-date"])
+def test_throttling_storm_is_waited_out_never_early_and_loses_nothing(
+    sim: SimProcess, tmp_path: Path, style: str
+) -> None:
+    sources = ("signins", "directoryAudits")
+    with RsyslogReceiver() as receiver:
+        config = collector_config(
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            lookback="3m",
+            page_size=100,
+        )
+        with start_collector(config, tmp_path) as collector:
+            started = time.time()
+            collector.wait_ready()
+            # The collector believes in 50 requests per 10 s; the tenant now allows 4 per 2 s.
+            sim.set_faults(budget=[4, 2], retry_after_style=style)
+            wait_until(
+                lambda: (
+                    metric(
+                        collector,
+                        "siem_exporter_throttle_retries_total",
+                        source="signins",
+                        code="429",
+                    )
+                    + metric(
+                        collector,
+                        "siem_exporter_throttle_retries_total",
+                        source="directoryAudits",
+                        code="429",
+                    )
+                    >= 4
+                ),
+                timeout=60,
+            )
+            # Then four 503s without Retry-After: backoff, also held for the whole tenant.
+            sim.set_faults(budget=[50, 10], graph_503=4)
+            wait_until(lambda: sim.stats()["faults"]["graph_503"] == 0, timeout=60)
+            frozen_at = sim.freeze()
+            wait_for_complete_polls(collector, sources, frozen_at, timeout=90)
+            metrics = collector.metrics()
+            assert collector.terminate() == 0
+        assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
+
+    stats = sim.stats()
+    assert stats["throttled"] >= 4
+    assert stats["early_requests"] == 0, f"requests sent before Retry-After expired: {stats}"
+    retries = {
+        code: sum(
+            metric_value(metrics, "siem_exporter_throttle_retries_total", source=s, code=code)
+            for s in sources
+        )
+        for code in ("429", "503")
+    }
+    assert retries["429"] == stats["throttled"], (retries, stats["throttled"])
+    assert retries["503"] == 4

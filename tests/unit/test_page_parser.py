@@ -1,0 +1,273 @@
+"""The Graph page parser and URL builders against hostile input.
+
+``parse_page`` is the only code that reads what the API sent; ``same_origin`` alone decides
+whether a bearer token may follow a nextLink; ``first_page_url`` and ``format_filter_time``
+build the one URL the exporter invents. Each is checked as a property over generated input,
+and ``same_origin`` differentially: whenever it says yes, the HTTP stack that would send the
+token (requests and urllib3) must connect to exactly the Graph host and port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from urllib3.util import parse_url
+
+from exporter.config import ConfigError, SourceConfig, parse_config
+from exporter.errors import MalformedPageError
+from exporter.graph import first_page_url, format_filter_time, parse_page, same_origin
+
+GRAPH = "https://graph.microsoft.com"
+HOSTILE_TEXT = [
+    "line\nbreak",
+    'quote " backslash \\',
+    "nul \x00 bell \x07 esc \x1b[31m del \x7f",
+    "\ud800 lone surrogate",
+    "Zürich 東京 😀 \u202e",
+    "\u2028\u2029\x85",
+    '{"value": []}',
+    "@odata.nextLink",
+]
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.sampled_from(HOSTILE_TEXT)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+events = st.dictionaries(st.text() | st.sampled_from(HOSTILE_TEXT), json_values, max_size=6)
+
+
+def page_body(value: Any, next_link: Any = None, *, ascii_only: bool = False) -> bytes:
+    page: dict[str, Any] = {"@odata.context": f"{GRAPH}/v1.0/$metadata#auditLogs/signIns"}
+    page["value"] = value
+    if next_link is not None:
+        page["@odata.nextLink"] = next_link
+    text = json.dumps(page, ensure_ascii=ascii_only, separators=(",", ":"))
+    return text.encode("utf-8", "surrogatepass" if not ascii_only else "strict")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, max_size=5), st.none() | st.text())
+def test_a_page_parses_to_exactly_what_was_served(
+    served: list[dict[str, Any]], next_link: str | None
+) -> None:
+    parsed, link = parse_page(page_body(served, next_link, ascii_only=True))
+    assert parsed == served
+    assert link == next_link
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, min_size=1, max_size=5), st.data())
+def test_every_truncation_of_a_page_is_malformed(
+    served: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    body = page_body(served, f"{GRAPH}/v1.0/auditLogs/signIns?$skiptoken=x", ascii_only=True)
+    cut = data.draw(st.integers(0, len(body) - 1))
+    with pytest.raises(MalformedPageError):
+        parse_page(body[:cut])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b'"value"',
+        b'{"value": null}',
+        b'{"value": {}}',
+        b'{"value": [1]}',
+        b'{"value": [[]]}',
+        b'{"value": [null]}',
+        b'{"value": [], "@odata.nextLink": 7}',
+        b'{"value": [], "@odata.nextLink": ["x"]}',
+        b'{"error": {"code": "InternalServerError"}}',
+        b"\xff\xfe\x00garbage",
+        b'{"value": [{"a": "\xff"}]}',
+        b'{"value": [{"a": 1}]}{"value": []}',
+        b"<html>502 Bad Gateway</html>",
+        b'{"value": [{"n": 1' + b"0" * 5000 + b"}]}",
+    ],
+)
+def test_what_is_not_a_page_is_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedPageError):
+        parse_page(body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "replace")))
+def test_arbitrary_bytes_never_escape_as_another_error(body: bytes) -> None:
+    with contextlib.suppress(MalformedPageError):
+        parse_page(body)
+
+
+def test_deep_nesting_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedPageError):
+        parse_page(b'{"value": [{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}")
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_number_literals_are_malformed(literal: bytes) -> None:
+    with pytest.raises(MalformedPageError):
+        parse_page(b'{"value": [{"id": "x", "risk": ' + literal + b"}]}")
+
+
+def connects_to(url: str) -> tuple[str, str, int]:
+    """Where requests/urllib3 would open the connection for ``url`` (scheme, host, port)."""
+    prepared = requests.Request("GET", url).prepare()
+    assert prepared.url is not None
+    parsed = parse_url(prepared.url)
+    scheme = parsed.scheme or ""
+    return scheme, (parsed.host or "").lower(), parsed.port or (443 if scheme == "https" else 80)
+
+
+URL_PIECES = [
+    "https://",
+    "http://",
+    "HTTPS://",
+    "//",
+    "https:",
+    "graph.microsoft.com",
+    "GRAPH.microsoft.com",
+    "graph.microsoft.com.evil.example",
+    "evil.example",
+    "localhost",
+    "127.0.0.1",
+    "[::1]",
+    "@",
+    ":",
+    ":443",
+    ":8443",
+    ":0",
+    ":99999",
+    "\\",
+    "/",
+    "?",
+    "#",
+    "%2F",
+    "%40",
+    "user:pass@",
+    "\t",
+    "\n",
+    " ",
+    "\x00",
+    "v1.0/auditLogs/signIns?$skiptoken=abc",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(URL_PIECES) | st.text(max_size=4), min_size=1, max_size=8))
+def test_same_origin_yes_means_the_token_goes_only_to_graph(pieces: list[str]) -> None:
+    url = "".join(pieces)
+    if not same_origin(url, GRAPH):
+        return
+    try:
+        target = connects_to(url)
+    except (requests.RequestException, ValueError):
+        return  # requests refuses to send it at all: the token stays home
+    assert target == ("https", "graph.microsoft.com", 443), url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{GRAPH}/v1.0/auditLogs/signIns?$skiptoken=abc",
+        "https://graph.microsoft.com:443/v1.0/x",
+        "HTTPS://Graph.Microsoft.com/v1.0/x",
+    ],
+)
+def test_same_origin_accepts_graphs_own_links(url: str) -> None:
+    assert same_origin(url, GRAPH)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://graph.microsoft.com/v1.0/x",
+        "https://graph.microsoft.com:8443/v1.0/x",
+        "https://graph.microsoft.com.evil.example/v1.0/x",
+        "https://graph.microsoft.com@evil.example/v1.0/x",
+        "https://user:pw@graph.microsoft.com/v1.0/x",
+        "https://evil.example\\@graph.microsoft.com/",
+        "https://graph.microsoft.com\\@evil.example/",
+        "https://evil.example#@graph.microsoft.com",
+        "//evil.example/v1.0/x",
+        "/v1.0/relative",
+        "https://graph.microsoft.com:99999/",
+        "https://[::1/",
+        "",
+    ],
+)
+def test_same_origin_refuses_everything_else(url: str) -> None:
+    assert not same_origin(url, GRAPH)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=0, max_value=253402300799, allow_nan=False))
+def test_filter_time_rounds_outward_to_whole_seconds(epoch: float) -> None:
+    down_text = format_filter_time(epoch)
+    up_text = format_filter_time(epoch, round_up=True)
+    down = datetime.strptime(down_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    up = datetime.strptime(up_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert down.timestamp() == math.floor(epoch)
+    assert up.timestamp() == math.ceil(epoch)
+    assert len(down_text) == len(up_text) == 20
+
+
+def configured_source(endpoint: str, time_field: str) -> SourceConfig | None:
+    """The source the config loader makes of these values, or None if it refuses them."""
+    document = {
+        "tenant_id": "t",
+        "client_id": "c",
+        "client_secret": "s",
+        "sources": [{"name": "s", "endpoint": endpoint, "time_field": time_field, "page_size": 7}],
+        "sinks": [{"host": "127.0.0.1", "port": 514}],
+    }
+    try:
+        return parse_config(document, {}).sources[0]
+    except ConfigError:
+        return None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.text(min_size=1).map(lambda t: "/" + t) | st.sampled_from(["/v1.0/a#frag", "/v1.0/%zz"]),
+    st.text(min_size=1) | st.sampled_from(["a&b=c", "x#y", "t le 2000", "é\n"]),
+    st.floats(min_value=0, max_value=4e9),
+    st.none() | st.floats(min_value=0, max_value=4e9),
+)
+def test_the_first_page_url_carries_exactly_the_configured_query(
+    endpoint: str, time_field: str, start: float, end: float | None
+) -> None:
+    source = configured_source(endpoint, time_field)
+    assume(source is not None)
+    assert source is not None
+    url = first_page_url(GRAPH, source, start, end)
+    assert same_origin(url, GRAPH)
+    assert connects_to(url) == ("https", "graph.microsoft.com", 443)
+    parts = urlsplit(url)
+    assert parts.fragment == ""
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True)
+    expected = f"{source.time_field} ge {format_filter_time(start)}"
+    if end is not None:
+        expected += f" and {source.time_field} le {format_filter_time(end, round_up=True)}"
+    assert query == {"$filter": [expected], "$top": ["7"]}
