@@ -36,7 +36,6 @@ from exporter.ledger import Ledger
 
 SOURCE = "signins"
 PAGE = 1000
-OVERLAP = 10_000
 FILL_BATCH = PAGE
 EPOCH = 1_700_000_000.0
 SECONDS_PER_EVENT = 0.01
@@ -59,20 +58,22 @@ def fill(ledger: Ledger, start: int, stop: int) -> None:
     """Record events ``start .. stop - 1``, in large batches (filling is not measured)."""
     for first in range(start, stop, FILL_BATCH):
         last = min(first + FILL_BATCH, stop)
-        ledger.record(SOURCE, [(key_of(i), time_of(i)) for i in range(first, last)])
+        ledger.record(SOURCE, [(key_of(i), time_of(i)) for i in range(first, last)], time_of(last))
 
 
-def page_indices(size: int, page_number: int) -> tuple[list[int], list[int]]:
-    """One page: half already delivered (from the newest ``OVERLAP``), half new, mixed.
+def page_entries(size: int, page_number: int) -> tuple[list[tuple[bytes, float]], set[bytes]]:
+    """One page as a poll sees it: the newest stretch of event time, half of it re-fetched.
 
-    New events continue the index sequence after ``size``; the page holds them interleaved
-    with the known ones, as a page of a real poll mixes late arrivals with re-fetches.
+    Page ``n`` holds the ``PAGE // 2`` newest events already delivered (the ledger's last
+    ones, or the previous page's new half) and the ``PAGE // 2`` events just after them,
+    new, newest first as Graph returns them. Returns the page's (key, event time) pairs and
+    its new keys.
     """
-    overlap = min(OVERLAP, size)
-    stride = max(1, overlap // (PAGE // 2))
-    known = [size - 1 - ((page_number * 7 + n * stride) % overlap) for n in range(PAGE // 2)]
-    new = list(range(size + page_number * (PAGE // 2), size + (page_number + 1) * (PAGE // 2)))
-    return known, new
+    half = PAGE // 2
+    first_new = size + page_number * half
+    indices = range(first_new + half - 1, first_new - half - 1, -1)
+    page = [(key_of(i), time_of(i)) for i in indices]
+    return page, {key_of(i) for i in range(first_new, first_new + half)}
 
 
 def run_pages(ledger: Ledger, size: int, pages: int) -> float:
@@ -81,18 +82,15 @@ def run_pages(ledger: Ledger, size: int, pages: int) -> float:
     The ledger must hold exactly events ``0 .. size - 1``; afterwards it holds
     ``size + pages * PAGE // 2``. RuntimeError if the ledger found the wrong events.
     """
-    prepared = []
-    for number in range(pages):
-        known, new = page_indices(size, number)
-        keys = [key_of(i) for i in known + new]
-        keys[::2], keys[1::2] = keys[: PAGE // 2], keys[PAGE // 2 :]
-        prepared.append((keys, {key_of(i): time_of(i) for i in new}))
+    prepared = [page_entries(size, number) for number in range(pages)]
     found = 0
     began = time.perf_counter()
-    for keys, new_times in prepared:
-        delivered = ledger.delivered(SOURCE, keys)
+    for page, new_keys in prepared:
+        delivered = ledger.delivered(SOURCE, page)
         found += len(delivered)
-        ledger.record(SOURCE, [(k, new_times[k]) for k in keys if k not in delivered])
+        ledger.record(SOURCE, [(k, t) for k, t in page if k not in delivered], time_of(size))
+        if delivered & new_keys:
+            raise RuntimeError("the ledger claims a new event was delivered")
     elapsed = time.perf_counter() - began
     if found != pages * (PAGE // 2):
         raise RuntimeError(f"the ledger found {found} of {pages * (PAGE // 2)} re-fetched events")

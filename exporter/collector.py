@@ -378,7 +378,7 @@ class SourceLoop:
         name = self.source.name
         outcome = run.outcome
         page = key_events(events, self.source.time_field)
-        delivered = self.ledger.delivered(name, [item.key for item in page])
+        delivered = self.ledger.delivered(name, [(item.key, item.event_time) for item in page])
         fresh = select_new(page, delivered, run.seen)
         now = self.clock.now()
         outcome.events += len(page)
@@ -399,7 +399,7 @@ class SourceLoop:
         if not self.delivery.send(name, batch):
             raise Interrupted
         self._persist(
-            lambda: self.ledger.record(name, [(item.key, item.event_time or now) for item in fresh])
+            lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
         )
         outcome.new += len(fresh)
         if run.first_for_tier:

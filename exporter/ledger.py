@@ -5,8 +5,14 @@ every delivered event with the event's own time, and a few named checkpoints. A 
 recorded only after every sink accepted the event, so a crash can repeat at most the batch
 in flight, never lose it. Entries are evicted only once their event time lies before any
 window a future query can reach (:func:`exporter.window.eviction_horizon`), so suppression is
-exact; lookups go through the primary-key B-tree, so the cost per event stays flat as the
-ledger grows.
+exact.
+
+The table is ordered by (source, event time, key). A page of events covers a narrow stretch
+of event time, so its lookup is one range scan over neighbouring B-tree pages, which stay
+in SQLite's cache however large the ledger grows: the cost per event stays flat. Eviction
+deletes a prefix of the same order, and no second index is needed. Events whose time
+cannot be read (never seen from Graph, but possible) go to a small side table keyed by key
+alone, evicted by when they were recorded: an event is visible only after it happened.
 
 Keys are 16 bytes: the GUID itself for GUID ids (sign-ins), else the first 16 bytes of the
 SHA-256 of the id, or, for an event without an id, of its canonical JSON (a stable fallback:
@@ -15,6 +21,7 @@ the same event fetched again has the same key).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -22,20 +29,26 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import StateError, StateLockedError
 
+LAYOUT_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered (
     source TEXT NOT NULL,
-    key BLOB NOT NULL,
     event_time REAL NOT NULL,
+    key BLOB NOT NULL,
+    PRIMARY KEY (source, event_time, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS undated (
+    source TEXT NOT NULL,
+    key BLOB NOT NULL,
+    recorded_at REAL NOT NULL,
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (source, event_time);
 CREATE TABLE IF NOT EXISTS checkpoints (
     source TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -44,6 +57,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 """
 _LOOKUP_CHUNK = 500
+_RANGE_ROWS_PER_KEY = 4  # a range holding more rows than this per looked-up key is probed instead
 
 
 def event_key(event: Mapping[str, Any]) -> tuple[bytes, bool]:
@@ -70,6 +84,14 @@ def _check_integrity(db: sqlite3.Connection) -> None:
         raise StateError(f"integrity check failed: {found}")
 
 
+def _check_layout(db: sqlite3.Connection) -> None:
+    """Refuse a ledger written in another layout rather than misread it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if tables and version != LAYOUT_VERSION:
+        raise StateError(f"layout version {version}, this exporter writes {LAYOUT_VERSION}")
+
+
 class Ledger:
     """The state file, held exclusively by one process; thread-safe."""
 
@@ -83,7 +105,9 @@ class Ledger:
             _check_integrity(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            _check_layout(db)
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={LAYOUT_VERSION}")
             db.execute("SELECT count(*) FROM checkpoints").fetchone()
         except (sqlite3.DatabaseError, StateError) as exc:
             if db is not None:
@@ -127,41 +151,79 @@ class Ledger:
             self._db.close()
             self._release_process_lock()
 
-    def delivered(self, source: str, keys: Sequence[bytes]) -> set[bytes]:
-        """Which of ``keys`` were delivered before."""
-        found: set[bytes] = set()
+    def delivered(self, source: str, entries: Sequence[tuple[bytes, float | None]]) -> set[bytes]:
+        """Which of these (key, event time or None) were delivered before."""
+        dated = [(key, when) for key, when in entries if when is not None]
+        undated = [key for key, when in entries if when is None]
         with self._lock:
-            for i in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[i : i + _LOOKUP_CHUNK]
+            found = self._delivered_dated(source, dated) if dated else set()
+            for i in range(0, len(undated), _LOOKUP_CHUNK):
+                chunk = undated[i : i + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._execute(
-                    f"SELECT key FROM delivered WHERE source = ? AND key IN ({marks})",
+                    f"SELECT key FROM undated WHERE source = ? AND key IN ({marks})",
                     (source, *chunk),
                 )
                 found.update(row[0] for row in rows)
         return found
 
-    def record(self, source: str, entries: Iterable[tuple[bytes, float]]) -> None:
+    def _delivered_dated(self, source: str, dated: Sequence[tuple[bytes, float]]) -> set[bytes]:
+        """One range scan over the page's stretch of time; point probes if that stretch is wide."""
+        wanted = set(dated)
+        low = min(when for _, when in dated)
+        high = max(when for _, when in dated)
+        limit = _RANGE_ROWS_PER_KEY * len(dated) + _LOOKUP_CHUNK
+        rows = self._execute(
+            "SELECT key, event_time FROM delivered"
+            " WHERE source = ? AND event_time BETWEEN ? AND ? LIMIT ?",
+            (source, low, high, limit),
+        ).fetchall()
+        if len(rows) < limit:
+            return {key for key, when in rows if (key, when) in wanted}
+        return {
+            key
+            for key, when in dated
+            if self._execute(
+                "SELECT 1 FROM delivered WHERE source = ? AND event_time = ? AND key = ?",
+                (source, when, key),
+            ).fetchone()
+        }
+
+    def record(
+        self, source: str, entries: Iterable[tuple[bytes, float | None]], recorded_at: float
+    ) -> None:
         """Mark events delivered, atomically: all of the batch or none of it."""
-        self._write_many(
-            "INSERT OR IGNORE INTO delivered (source, key, event_time) VALUES (?, ?, ?)",
-            [(source, key, event_time) for key, event_time in entries],
-        )
+        rows = list(entries)
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO delivered (source, event_time, key) VALUES (?, ?, ?)",
+                [(source, when, key) for key, when in rows if when is not None],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO undated (source, key, recorded_at) VALUES (?, ?, ?)",
+                [(source, key, recorded_at) for key, when in rows if when is None],
+            )
 
     def evict(self, source: str, before: float) -> int:
-        """Forget deliveries whose event time no future query can reach; returns how many."""
-        with self._lock:
-            cursor = self._execute(
+        """Forget deliveries no future query can return (event time before ``before``)."""
+        with self._lock, self._transaction():
+            dated = self._db.execute(
                 "DELETE FROM delivered WHERE source = ? AND event_time < ?", (source, before)
-            )
-            return cursor.rowcount
+            ).rowcount
+            undated = self._db.execute(
+                "DELETE FROM undated WHERE source = ? AND recorded_at < ?", (source, before)
+            ).rowcount
+        return dated + undated
 
     def count(self, source: str) -> int:
         """How many deliveries the ledger remembers for ``source``."""
         with self._lock:
-            return self._execute(
-                "SELECT count(*) FROM delivered WHERE source = ?", (source,)
-            ).fetchone()[0]
+            return sum(
+                self._execute(
+                    f"SELECT count(*) FROM {table} WHERE source = ?", (source,)
+                ).fetchone()[0]
+                for table in ("delivered", "undated")
+            )
 
     def checkpoint(self, source: str, name: str) -> float | None:
         """A named checkpoint of a source, or None if never set."""
@@ -173,22 +235,23 @@ class Ledger:
 
     def set_checkpoints(self, source: str, values: Mapping[str, float]) -> None:
         """Store several checkpoints of a source in one transaction."""
-        self._write_many(
-            "INSERT OR REPLACE INTO checkpoints (source, name, value) VALUES (?, ?, ?)",
-            [(source, name, value) for name, value in values.items()],
-        )
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO checkpoints (source, name, value) VALUES (?, ?, ?)",
+                [(source, name, value) for name, value in values.items()],
+            )
 
-    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         """One transaction: a full disk or I/O error leaves nothing half-written."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StateError(f"cannot write state file {self.path}: {exc}") from None
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write state file {self.path}: {exc}") from None
 
     def _execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:

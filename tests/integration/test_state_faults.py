@@ -59,7 +59,9 @@ def damage(state: Path, kind: str) -> None:
     else:  # a real ledger whose middle pages were overwritten
         ledger = Ledger(state)
         for _ in range(20):
-            ledger.record("signins", [(uuid.uuid4().bytes, time.time()) for _ in range(1000)])
+            ledger.record(
+                "signins", [(uuid.uuid4().bytes, time.time()) for _ in range(1000)], time.time()
+            )
         ledger.close()
         size = state.stat().st_size
         with state.open("r+b") as file:

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.collector import arrival_lags, key_events, select_new
@@ -61,17 +61,50 @@ def test_ledger_remembers_across_restarts_and_evicts_by_event_time(tmp_path: Pat
     path = tmp_path / "state.db"
     ledger = Ledger(path)
     old, new = event_key({"id": "old"})[0], event_key({"id": "new"})[0]
-    ledger.record("signins", [(old, 100.0), (new, 200.0)])
+    ledger.record("signins", [(old, 100.0), (new, 200.0)], recorded_at=250.0)
     ledger.set_checkpoints("signins", {"last_complete": 250.0})
     ledger.close()
 
     ledger = Ledger(path)
-    assert ledger.delivered("signins", [old, new]) == {old, new}
-    assert ledger.delivered("directoryAudits", [old, new]) == set()
+    assert ledger.delivered("signins", [(old, 100.0), (new, 200.0)]) == {old, new}
+    assert ledger.delivered("directoryAudits", [(old, 100.0), (new, 200.0)]) == set()
+    assert ledger.delivered("signins", [(old, 100.5)]) == set(), "the key goes with its time"
     assert ledger.checkpoint("signins", "last_complete") == 250.0
     assert ledger.evict("signins", 150.0) == 1
-    assert ledger.delivered("signins", [old, new]) == {new}
+    assert ledger.delivered("signins", [(old, 100.0), (new, 200.0)]) == {new}
     assert ledger.count("signins") == 1
+    ledger.close()
+
+
+def test_undated_events_are_remembered_by_key_and_evicted_by_when_recorded(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "state.db")
+    key = event_key({"x": 1})[0]
+    ledger.record("signins", [(key, None)], recorded_at=500.0)
+    assert ledger.delivered("signins", [(key, None)]) == {key}
+    assert ledger.evict("signins", 400.0) == 0
+    assert ledger.evict("signins", 600.0) == 1
+    assert ledger.delivered("signins", [(key, None)]) == set()
+    ledger.close()
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(st.tuples(st.uuids(), st.floats(min_value=0, max_value=1e6)), max_size=300),
+    st.lists(st.floats(min_value=0, max_value=1e6), max_size=50),
+)
+def test_range_lookups_agree_with_exact_membership(
+    tmp_path_factory: pytest.TempPathFactory,
+    stored: list[tuple[uuid.UUID, float]],
+    outliers: list[float],
+) -> None:
+    ledger = Ledger(tmp_path_factory.mktemp("ledger") / "state.db")
+    entries = [(u.bytes, when) for u, when in stored]
+    ledger.record("signins", entries, recorded_at=0.0)
+    probes = entries + [(uuid.uuid4().bytes, when) for when in outliers]
+    probes += [(key, when + 1.0) for key, when in entries[:20]]
+    assert ledger.delivered("signins", probes) == {key for key, _ in entries}
     ledger.close()
 
 
