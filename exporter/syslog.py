@@ -13,6 +13,7 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -21,6 +22,8 @@ import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 FACILITIES: dict[str, int] = {
     "kern": 0,
@@ -111,15 +114,20 @@ def format_timestamp(timestamp: datetime | None) -> str:
     )
 
 
-def _event_json(event: Mapping[str, Any]) -> str:
-    """Compact JSON as the SIEM's parser expects; lone surrogates escaped so UTF-8 can hold them.
+def _event_json(event: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON as the SIEM's parser expects.
 
-    ``ensure_ascii=False`` keeps non-ASCII text readable and compact, but a lone surrogate
-    (possible when the API sent ``"\\ud800"``) cannot be encoded as UTF-8. Such a code
-    point can only sit inside a JSON string, where its ``\\uXXXX`` escape means the same.
+    orjson writes the same compact form as ``json.dumps(separators=(",", ":"),
+    ensure_ascii=False)`` at a fifth of the cost, which is most of the collector's CPU per
+    event. What it refuses (an integer beyond 64 bits, a lone surrogate that the API sent
+    as ``"\\ud800"``) goes through the standard library, the surrogate written as its
+    ``\\uXXXX`` escape, which means the same inside a JSON string.
     """
-    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text).encode()
 
 
 def format_message(
@@ -167,7 +175,7 @@ def format_text_message(
     the text stays one encodable line whatever a condition's description contains.
     """
     return _format(
-        _NOT_ONE_LINE_TEXT.sub(" ", text),
+        _NOT_ONE_LINE_TEXT.sub(" ", text).encode(),
         msgid=msgid,
         timestamp=timestamp,
         hostname=hostname,
@@ -179,7 +187,7 @@ def format_text_message(
 
 
 def _format(
-    text: str,
+    body: bytes,
     *,
     msgid: str,
     timestamp: datetime | None,
@@ -193,10 +201,16 @@ def _format(
         raise ValueError(f"syslog facility must be 0..23, got {facility}")
     if not 0 <= severity <= 7:
         raise ValueError(f"syslog severity must be 0..7, got {severity}")
-    header = " ".join(
+    pri = facility * 8 + severity
+    tail = _header_tail(hostname, app_name, procid, msgid)
+    return f"<{pri}>1 {format_timestamp(timestamp)} {tail} ".encode() + body
+
+
+@functools.lru_cache(maxsize=256)
+def _header_tail(hostname: str, app_name: str, procid: str, msgid: str) -> str:
+    """The header fields after TIMESTAMP, sanitised once per distinct combination."""
+    return " ".join(
         (
-            f"<{facility * 8 + severity}>1",
-            format_timestamp(timestamp),
             sanitize_header_field(hostname, _HEADER_LIMITS["hostname"]),
             sanitize_header_field(app_name, _HEADER_LIMITS["app_name"]),
             sanitize_header_field(procid, _HEADER_LIMITS["procid"]),
@@ -204,7 +218,6 @@ def _format(
             NILVALUE,
         )
     )
-    return f"{header} {text}".encode()
 
 
 def parse_event_time(value: object) -> datetime | None:
