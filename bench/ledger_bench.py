@@ -140,9 +140,11 @@ def peak_rss_of_holder(path: Path, pages: int, size: int) -> tuple[int, int, int
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_hold_and_measure, args=(str(path), pages, size, sender))
     process.start()
-    if not receiver.poll(900):
-        process.kill()
-        raise RuntimeError("the ledger holder did not report within 900 s")
+    deadline = time.monotonic() + 900
+    while not receiver.poll(1.0):
+        if not process.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the ledger holder stopped without a report ({process.exitcode})")
     before, peak, count = receiver.recv()
     process.join()
     return before, peak, count
