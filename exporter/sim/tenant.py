@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import email.utils
 import functools
+import hashlib
 import json
 import math
 import random
@@ -212,6 +213,7 @@ class SimulatedTenant:
         self._held_since = 0.0
         self._held_for = ""
         self._early_requests = 0
+        self._assertions: set[str] = set()
         self._early_in_flight = 0
         self._injected: dict[str, dict[int, JsonObject]] = {name: {} for name in SOURCES}
         self._tokens_issued = 0
@@ -374,6 +376,7 @@ class SimulatedTenant:
                 "authorized_requests": dict(self._authorized),
                 "throttled": self._throttled,
                 "early_requests": self._early_requests,
+                "distinct_client_assertions": len(self._assertions),
                 "early_in_flight": self._early_in_flight,
                 "tokens_issued": self._tokens_issued,
                 "events": {name: len(t) for name, t in self._timelines.items()},
@@ -496,6 +499,9 @@ class SimulatedTenant:
             form.get("client_assertion_type") == _JWT_BEARER and _jwt_is_well_formed(assertion)
         ):
             return self._aadsts(7000215)
+        if assertion is not None:
+            with self._lock:
+                self._assertions.add(hashlib.sha256(assertion.encode()).hexdigest())
         scopes = form.get("scope", "").split()
         wanted = f"{self.base_url}/.default"
         if wanted not in scopes or not set(scopes) <= _RESERVED_SCOPES | {wanted}:

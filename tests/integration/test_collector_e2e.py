@@ -7,6 +7,7 @@ what it received to a file that the test reads back and compares with the ground
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -282,3 +283,49 @@ def test_unreachable_authority_is_counted_and_the_loop_survives(tmp_path: Path) 
             assert collector.get("/readyz").status_code == 503
             assert collector.terminate() == 0
         assert sim.client_secret not in collector.logs()
+
+
+def fake_jwt(subject: str) -> str:
+    """A well-formed, unsigned JWT: what a projected service-account token looks like."""
+
+    def part(value: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part({'sub': subject})}.c2lnbmF0dXJl"
+
+
+def test_workload_identity_rereads_the_federated_token_file(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(fake_jwt("first"))
+    with RsyslogReceiver() as receiver:
+        config = collector_config(
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            sources=("signins",),
+        )
+        for key in ("client_secret_file", "tenant_id", "client_id"):
+            del config[key]
+        config["workload_identity"] = True
+        env = {
+            "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+            "AZURE_TENANT_ID": sim.tenant_id,
+            "AZURE_CLIENT_ID": sim.client_id,
+        }
+        with start_collector(config, tmp_path, env=env) as collector:
+            collector.wait_ready()
+            assert sim.stats()["distinct_client_assertions"] == 1
+            token_file.write_text(fake_jwt("rotated by kubelet"))
+            sim.set_faults(revoke_tokens=True)
+            wait_until(lambda: sim.stats()["distinct_client_assertions"] == 2, timeout=30)
+            sent = metric_value(
+                collector.metrics(),
+                "siem_exporter_events_sent_total",
+                source="signins",
+                sink="syslog",
+            )
+            assert sent > 0
+            assert collector.terminate() == 0
