@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 FRESH = "fresh"
 DEEPEST = "deepest"
 MAX_SHALLOW_SWEEPS = 3
+SHALLOW_SHARE_OF_FRESH = 0.3  # each shallow sweep fetches every event once more: keep them few
 BUDGET_UTILISATION = 0.85  # leave room for retries and the other sources' rounding
 FRESH_QUANTILE = 0.95
 HEADROOM = 1.25
@@ -143,9 +144,11 @@ def plan_tiers(
 
     ``budget_rate`` is this source's share of the tenant's budget. The fresh tier is planned
     first, slowed down until it fits in about two thirds of the budget; the deepest sweep is
-    always planned (it is what covers ``max_lookback``); shallower sweeps are added while
-    the budget lasts, their ages spaced geometrically between the fresh tier's guarantee and
-    ``max_lookback``.
+    always planned (it is what covers ``max_lookback``). Shallower sweeps shorten the wait
+    of moderately late events but fetch every event once more each, so they are added only
+    while they cost under a third of the fresh tier and fit the budget; their ages are
+    spaced geometrically between twice the fresh tier's guarantee and ``max_lookback``,
+    closer to the young end, where most late events are.
     """
     usable = budget_rate * BUDGET_UTILISATION
     page = policy.page_size
@@ -163,16 +166,19 @@ def plan_tiers(
 
     deepest_interval = max(min(policy.max_lookback / 4, DEEPEST_INTERVAL_CAP), interval)
     deepest = _sweep(DEEPEST, policy.max_lookback, deepest_interval, rate, page)
-    remaining = usable - fresh_cost - deepest.requests_per_second
+    affordable = min(
+        usable - fresh_cost - deepest.requests_per_second, SHALLOW_SHARE_OF_FRESH * fresh_cost
+    )
     shallow: list[Tier] = []
     low, high = max(2 * fresh.age, interval), policy.max_lookback
     for count in range(MAX_SHALLOW_SWEEPS, 0, -1):
-        ages = [low * (high / low) ** (i / count) for i in range(count)] if high > low else []
+        exponents = [(i + 1) / (count + 2) for i in range(count)]
+        ages = [low * (high / low) ** e for e in exponents] if high > low else []
         candidates = [
             _sweep(f"sweep-{i + 1}", age, _sweep_interval(age, interval, rate, page), rate, page)
             for i, age in enumerate(ages)
         ]
-        if sum(t.requests_per_second for t in candidates) <= remaining:
+        if sum(t.requests_per_second for t in candidates) <= affordable:
             shallow = candidates
             break
     return (fresh, *shallow, deepest)
