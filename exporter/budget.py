@@ -57,3 +57,29 @@ class RequestBudget:
         """After a 429 with Retry-After: nobody sends before ``until``."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, until)
+
+
+class BudgetShares:
+    """How the sources of one tenant divide its budget when they plan their tiers.
+
+    Each source publishes what its plan spends; a source planning anew may use what the
+    others leave, and never less than an equal share. So a busy sign-in log gets most of
+    the budget next to a quiet audit log, and two busy sources split it evenly.
+    """
+
+    def __init__(self, rate: float, sources: int) -> None:
+        self.rate = rate
+        self.sources = max(1, sources)
+        self._planned: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def available(self, source: str) -> float:
+        """Requests per second ``source`` may plan for."""
+        with self._lock:
+            others = sum(spend for name, spend in self._planned.items() if name != source)
+        return max(self.rate / self.sources, self.rate - others)
+
+    def publish(self, source: str, spend: float) -> None:
+        """Record what ``source``'s current plan spends."""
+        with self._lock:
+            self._planned[source] = spend

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from exporter.budget import BudgetShares
 from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.delivery import Delivery, OutgoingEvent
@@ -169,7 +170,7 @@ class SourceLoop:
         stop: threading.Event,
         warnings: InbandWarnings,
         budget: BudgetConfig | None = None,
-        budget_share: float = 1.0,
+        shares: BudgetShares | None = None,
     ) -> None:
         self.source = source
         self.graph = graph
@@ -181,7 +182,7 @@ class SourceLoop:
         self.stop = stop
         self.warnings = warnings
         budget = budget or BudgetConfig(requests=5, per=10.0)
-        self.budget_rate = budget.rate * budget_share
+        self.shares = shares or BudgetShares(budget.rate, 1)
         self.policy = SourcePolicy(
             source.poll_interval, source.lookback, source.max_lookback, source.page_size
         )
@@ -189,7 +190,7 @@ class SourceLoop:
         self.lags = LagHistogram()
         self.rate = 0.0
         self.planned_rate = 0.0
-        self.tiers = plan_tiers(self.policy, self.rate, None, self.budget_rate)
+        self.tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
         self.last_complete = ledger.checkpoint(name, CHECKPOINT_LAST_COMPLETE)
         self.last_fresh_start = ledger.checkpoint(name, CHECKPOINT_LAST_START)
         self.newest_event_time = ledger.checkpoint(name, CHECKPOINT_NEWEST_EVENT)
@@ -220,6 +221,7 @@ class SourceLoop:
         if new_frontiers:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
+        self.shares.publish(name, sum(tier.requests_per_second for tier in self.tiers))
         for tier in self.tiers:
             self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
             self.metrics.tier_age.labels(name, tier.name).set(tier.age)
@@ -232,7 +234,9 @@ class SourceLoop:
         moved = abs(self.rate - self.planned_rate) > REPLAN_CHANGE * max(self.planned_rate, 1e-9)
         if not moved and quantile == self.planned_quantile:
             return
-        self.tiers = plan_tiers(self.policy, self.rate, quantile, self.budget_rate)
+        self.tiers = plan_tiers(
+            self.policy, self.rate, quantile, self.shares.available(self.source.name)
+        )
         self.planned_quantile = quantile
         self._adopt_tiers(now)
         log.info(

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.auth import TokenProvider
-from exporter.budget import RequestBudget
+from exporter.budget import BudgetShares, RequestBudget
 from exporter.clock import RealClock
 from exporter.collector import SourceLoop
 from exporter.config import Config
@@ -48,6 +48,7 @@ class Exporter:
         self.auth_http = PinnedSession(verify)
         self.tokens = TokenProvider(config, self.metrics, self.clock, self.auth_http)
         self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
+        self.shares = BudgetShares(config.budget.rate, len(config.sources))
         self.delivery = Delivery(
             [Sink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )
@@ -67,7 +68,7 @@ class Exporter:
                 self.stop,
                 self.warnings,
                 config.budget,
-                budget_share=1 / len(config.sources),
+                self.shares,
             )
             for source, session in zip(config.sources, self.graph_sessions, strict=True)
         ]

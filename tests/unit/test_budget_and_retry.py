@@ -9,7 +9,7 @@ from email.utils import format_datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.budget import RequestBudget, next_slot
+from exporter.budget import BudgetShares, RequestBudget, next_slot
 from exporter.clock import ManualClock
 from exporter.retry import MAX_RETRY_AFTER, backoff, parse_retry_after
 
@@ -73,3 +73,12 @@ def test_backoff_is_capped_jittered_and_growing(attempt: int, seed: int) -> None
     delay = backoff(attempt, base=1.0, cap=60.0, rng=random.Random(seed))
     ceiling = min(60.0, 2.0**attempt)
     assert ceiling / 2 <= delay <= ceiling
+
+
+def test_budget_shares_give_a_busy_source_what_a_quiet_one_leaves() -> None:
+    shares = BudgetShares(0.5, 2)
+    assert shares.available("signins") == 0.5
+    shares.publish("directoryAudits", 0.02)
+    assert shares.available("signins") == 0.48
+    shares.publish("signins", 0.45)
+    assert shares.available("directoryAudits") == 0.25, "never less than an equal share"
