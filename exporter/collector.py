@@ -55,6 +55,7 @@ CREDIT_CAP = 20.0  # requests a tier may bank while it has nothing to fetch
 RATE_SMOOTHING = 0.3
 REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
 RUN_RETRY_DELAY = 30.0
+CATCH_UP = "catch-up"  # a one-off query for what an incident held back, see _complete_fresh
 
 
 class EventPages(Protocol):
@@ -199,6 +200,8 @@ class SourceLoop:
         self.frontiers: dict[str, float] = {}
         self.credits: dict[str, float] = {}
         self.started_tiers: set[str] = set()
+        self.dark_from: float | None = None
+        self.catch_up: tuple[float, float] | None = None
         self.not_before: dict[str, float] = {}
         self.active: dict[str, TierRun] = {}
         self._credit_at = clock.now()
@@ -291,6 +294,8 @@ class SourceLoop:
             else:
                 due = self.frontiers[tier.name] + tier.age + tier.interval
             moments.append(max(due, self.not_before.get(tier.name, 0.0)))
+        if self.catch_up is not None:
+            moments.append(self.not_before.get(CATCH_UP, now))
         return min(moments)
 
     def _start_due(self, now: float) -> None:
@@ -303,17 +308,26 @@ class SourceLoop:
                 self.metrics.query_window.labels(self.source.name).set(tier.window)
             else:
                 start, end = self.frontiers[tier.name], now - tier.age
-            outcome = PollOutcome(tier.name, now, start, end, throttled=self.graph.throttled)
-            self.metrics.tier_window.labels(self.source.name, tier.name).set(
-                (end if end is not None else now) - start
-            )
-            self.active[tier.name] = TierRun(
-                tier,
-                outcome,
-                self.graph.pages(self.source, start, end),
-                first_for_tier=tier.name not in self.started_tiers,
-            )
-            self.started_tiers.add(tier.name)
+            self._launch(tier, start, end, now)
+        idle = CATCH_UP not in self.active and now >= self.not_before.get(CATCH_UP, 0.0)
+        if self.catch_up is not None and idle:
+            start, end = self.catch_up
+            catch_up = Tier(CATCH_UP, self.tiers[0].interval, 0.0, end - start, 0.0)
+            self._launch(catch_up, start, end, now)
+
+    def _launch(self, tier: Tier, start: float, end: float | None, now: float) -> None:
+        """Begin a query of ``tier``; its pages are pulled one at a time by the loop."""
+        outcome = PollOutcome(tier.name, now, start, end, throttled=self.graph.throttled)
+        self.metrics.tier_window.labels(self.source.name, tier.name).set(
+            (end if end is not None else now) - start
+        )
+        self.active[tier.name] = TierRun(
+            tier,
+            outcome,
+            self.graph.pages(self.source, start, end),
+            first_for_tier=tier.name not in self.started_tiers,
+        )
+        self.started_tiers.add(tier.name)
 
     def _fresh_start(self, now: float, tier: Tier) -> float:
         """The fresh window's start; until a first fresh query completes, where the first began.
@@ -438,6 +452,8 @@ class SourceLoop:
         checkpoints: dict[str, float] = {}
         if tier.is_fresh:
             self._complete_fresh(outcome, finished, checkpoints)
+        elif tier.name == CATCH_UP:
+            self.catch_up = None
         else:
             assert outcome.end is not None
             self.frontiers[tier.name] = outcome.end
@@ -468,12 +484,15 @@ class SourceLoop:
             self.newest_event_time = max(outcome.newest_event_time, self.newest_event_time or 0.0)
             checkpoints[CHECKPOINT_NEWEST_EVENT] = self.newest_event_time
         drift = None if self.newest_event_time is None else finished - self.newest_event_time
-        measured = outcome.events / max(outcome.seconds, 1e-9)
-        self.rate = (
-            measured
-            if not self.rate
-            else (RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate)
-        )
+        if outcome.newest_event_time is not None and outcome.newest_event_time > outcome.start:
+            # Events per second over the stretch that holds visible events: an incident that
+            # hides the recent past must not make the source look quiet.
+            measured = outcome.events / (outcome.newest_event_time - outcome.start)
+            self.rate = (
+                measured
+                if not self.rate
+                else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate
+            )
         self.previous_fresh_start = outcome.start
         self.last_complete = outcome.asof
         checkpoints[CHECKPOINT_LAST_COMPLETE] = outcome.asof
@@ -483,7 +502,29 @@ class SourceLoop:
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - outcome.asof)
         self.warnings.check_poll(name, outcome.seconds, outcome.events, outcome.throttled, drift)
+        self._watch_for_incident(outcome, drift)
         self._replan(finished)
+
+    def _watch_for_incident(self, outcome: PollOutcome, drift: float | None) -> None:
+        """After nothing new was visible for longer than the fresh window, catch up at once.
+
+        When the API holds events back (an incident) and then releases them, they are older
+        than the fresh window and would wait for the sweep whose age covers them, hours
+        perhaps. So the stretch from the last event seen before going dark to the start of
+        the first fresh query that sees events again is queried once, on the leftover budget.
+        """
+        fresh = self.tiers[0]
+        if drift is not None and drift > fresh.age:
+            if self.dark_from is None:
+                self.dark_from = self.newest_event_time
+            return
+        if self.dark_from is None:
+            return
+        oldest_reachable = min(self.frontiers.values(), default=self.dark_from)
+        start = max(self.dark_from - fresh.window, oldest_reachable)
+        if start < outcome.start:
+            self.catch_up = (start, outcome.start)
+        self.dark_from = None
 
     def _persist(self, write: Callable[[], T]) -> T:
         """Retry a ledger write until it succeeds: a full disk pauses delivery, it loses nothing."""

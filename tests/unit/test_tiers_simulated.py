@@ -84,12 +84,16 @@ class ModelApi:
 
 
 class RecordingDelivery:
-    def __init__(self) -> None:
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
         self.sinks: list[object] = []
         self.delivered: Counter[str] = Counter()
+        self.first_sent: dict[str, float] = {}
 
     def send(self, source: str, batch: Sequence[OutgoingEvent]) -> bool:
-        self.delivered.update(item.event["id"] for item in batch)
+        for item in batch:
+            self.delivered[item.event["id"]] += 1
+            self.first_sent.setdefault(item.event["id"], self.clock.now())
         return True
 
 
@@ -106,21 +110,30 @@ def lateness(rng: random.Random) -> float:
     return rng.uniform(HOUR, 3 * HOUR)
 
 
-def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: Path) -> None:
-    rng = random.Random(7)
-    duration = 8 * HOUR
+def make_events(
+    rng: random.Random, duration: float, incident: tuple[float, float] | None = None
+) -> list[ModelEvent]:
+    """Half an event a second from an hour before the start; an incident holds arrivals back."""
     events = []
     t = START - HOUR
     while t < START + duration:
         t += rng.expovariate(0.5)
-        events.append(
-            ModelEvent(f"{len(events):08x}-0000-4000-8000-000000000000", t, t + lateness(rng))
-        )
+        available = t + lateness(rng)
+        if incident and incident[0] <= available < incident[1]:
+            available = incident[1]
+        events.append(ModelEvent(f"{len(events):08x}-0000-4000-8000-000000000000", t, available))
+    return events
+
+
+def run_loop(
+    events: list[ModelEvent], duration: float, tmp_path: Path
+) -> tuple[SourceLoop, ModelApi, RecordingDelivery, CollectorRegistry]:
+    """The production loop over ``events`` for ``duration`` simulated seconds."""
     stop = threading.Event()
     clock = StoppingClock(START, START + duration, stop)
     budget = RequestBudget(5, 10.0, clock)
     api = ModelApi(events, budget, clock)
-    delivery = RecordingDelivery()
+    delivery = RecordingDelivery(clock)
     source = SourceConfig(
         "signins",
         "/v1.0/auditLogs/signIns",
@@ -148,6 +161,14 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     )
     loop.run()
     ledger.close()
+    return loop, api, delivery, registry
+
+
+def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: Path) -> None:
+    duration = 8 * HOUR
+    events = make_events(random.Random(7), duration)
+    loop, api, delivery, registry = run_loop(events, duration, tmp_path)
+    source = loop.source
 
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
     deepest = loop.tiers[-1]
@@ -170,3 +191,29 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
         "siem_exporter_guaranteed_lateness_seconds", {"source": "signins"}
     )
     assert guaranteed == 4 * HOUR
+
+
+def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None:
+    duration = 6 * HOUR
+    incident = (START + HOUR, START + 3 * HOUR)
+    events = make_events(random.Random(11), duration, incident)
+    loop, _, delivery, registry = run_loop(events, duration, tmp_path)
+
+    assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
+    fresh_age = loop.tiers[0].age
+    held_back = [
+        e
+        for e in events
+        if e.available_at == incident[1]
+        and e.event_time >= incident[0]
+        and incident[1] - e.event_time > fresh_age
+    ]
+    assert held_back, "the incident held back events that happened during it, beyond the window"
+    waits = [
+        delivery.first_sent[e.id] - incident[1] for e in held_back if e.id in delivery.first_sent
+    ]
+    assert len(waits) == len(held_back), "held-back events were lost"
+    assert max(waits) < 20 * 60, f"held-back events waited up to {max(waits) / 60:.0f} min"
+    assert registry.get_sample_value(
+        "siem_exporter_tier_requests_total", {"source": "signins", "tier": "catch-up"}
+    )
