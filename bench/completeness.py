@@ -32,6 +32,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,31 @@ def run_one(events: Events, volume: str, strategy: str, sla: float = DEFAULT_SLA
     )
 
 
+def run_profile(
+    volume: str,
+    profile: str,
+    days: float,
+    drain: float,
+    seed: int,
+    strategies: Sequence[str],
+    sla: float,
+) -> list[Outcome]:
+    """Every strategy on one volume and profile, on the same events; progress on stderr."""
+    logging.getLogger("exporter").setLevel(logging.ERROR)
+    events = Events(VOLUMES[volume], days, PROFILES[profile], seed, drain)
+    outcomes = []
+    for strategy in strategies:
+        outcome = run_one(events, volume, strategy, sla)
+        outcomes.append(outcome)
+        print(
+            f"# {volume} {profile} {strategy}: missing {outcome.missing}, "
+            f"duplicates {outcome.duplicates}, {outcome.wall_seconds:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return outcomes
+
+
 def _percent(part: int, whole: int) -> str:
     return f"{part} ({100 * part / whole:.2f} %)" if whole and part else str(part)
 
@@ -341,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sla", type=float, default=DEFAULT_SLA, help="seconds from visible to delivered"
     )
     parser.add_argument("--seed", type=int, default=20260101)
+    parser.add_argument("--jobs", type=int, default=1, help="profiles run in parallel processes")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--smoke",
@@ -358,29 +385,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         volumes = ["100k"] if args.volumes == parser.get_default("volumes") else volumes
         args.days = args.days or 0.5
         args.drain = SMOKE_DRAIN if args.drain is None else args.drain
-    logging.getLogger("exporter").setLevel(logging.ERROR)
+    days = {v: args.days or DEFAULT_DAYS[v] for v in volumes}
+    drains = {p: DEFAULT_DRAIN[p] if args.drain is None else args.drain for p in profiles}
+    tasks = [
+        (volume, profile, days[volume], drains[profile], args.seed, strategies, args.sla)
+        for volume in volumes
+        for profile in profiles
+    ]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(run_profile, *zip(*tasks, strict=True)))
+    else:
+        results = [run_profile(*task) for task in tasks]
     for volume in volumes:
-        days = args.days or DEFAULT_DAYS[volume]
-        drains = {p: DEFAULT_DRAIN[p] if args.drain is None else args.drain for p in profiles}
-        outcomes = []
-        for profile in profiles:
-            events = Events(VOLUMES[volume], days, PROFILES[profile], args.seed, drains[profile])
-            for strategy in strategies:
-                outcome = run_one(events, volume, strategy, args.sla)
-                outcomes.append(outcome)
-                print(
-                    f"# {volume} {profile} {strategy}: missing {outcome.missing}, "
-                    f"duplicates {outcome.duplicates}, {outcome.wall_seconds:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            del events
-        name = f"completeness-{volume}" + ("-smoke" if args.smoke else "")
+        outcomes = [o for batch in results for o in batch if o.volume == volume]
         write_table(
-            name,
+            f"completeness-{volume}" + ("-smoke" if args.smoke else ""),
             HEADER,
             [row(o) for o in outcomes],
-            notes(volume, days, drains, args.sla, args.seed, outcomes),
+            notes(volume, days[volume], drains, args.sla, args.seed, outcomes),
             args.results_dir,
         )
     return 0

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_table
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     CollectorProcess,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
     start_collector,
     start_sim,
     wait_until,

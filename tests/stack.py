@@ -14,13 +14,87 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition; 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        sample_name, _, label_text = sample.partition("{")
+        present = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if sample_name == name and present == wanted:
+            return float(value)
+    return 0.0
+
+
+def owed_ids(
+    truth: Iterable[dict[str, Any]], started: float, frozen_at: float, lookback: float
+) -> set[str]:
+    """The events a collector started at ``started`` with ``lookback`` owes by the freeze.
+
+    Visible by the freeze, and either inside its first window (two seconds of slack for
+    the first query's own start) or visible only after it started.
+    """
+    return {
+        e["id"]
+        for e in truth
+        if e["available_at"] <= frozen_at
+        and (e["event_time"] >= started - lookback + 2 or e["available_at"] > started)
+    }
+
+
+def received_ids(receiver: Any, sources: Iterable[str]) -> dict[str, Counter[str]]:
+    """How often each event id reached a SIEM receiver, per source (MSGID)."""
+    ids: dict[str, Counter[str]] = {source: Counter() for source in sources}
+    for msgid, msg in receiver.messages():
+        if msgid in ids:
+            ids[msgid][json.loads(msg)["id"]] += 1
+    return ids
+
+
+class ConnectionRecorder:
+    """A plain TCP listener that records the bytes of every connection and answers nothing.
+
+    Stands in for a host that must never be contacted (a foreign nextLink) or a SIEM that
+    must never see cleartext.
+    """
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.received: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1.0)
+                data = b""
+                try:
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                except OSError:
+                    pass
+                self.received.append(data)
+
+    def close(self) -> None:
+        self.server.close()
 
 
 def free_port() -> int:
@@ -182,6 +256,16 @@ class CollectorProcess:
         except requests.ConnectionError:
             return None
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics; 0 while the listener is not up."""
+        response = self.get("/metrics")
+        return 0.0 if response is None else metric_value(response.text, name, **labels)
+
+    def readiness(self) -> int | None:
+        """The status of /readyz; None while the listener is not up."""
+        response = self.get("/readyz")
+        return None if response is None else response.status_code
+
     def metrics(self) -> str:
         response = self.get("/metrics")
         assert response is not None and response.status_code == 200
@@ -203,6 +287,24 @@ class CollectorProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def wait_for_polls_after(
+    collector: CollectorProcess, sources: Iterable[str], after: float, timeout: float = 60
+) -> None:
+    """Every source completes a fresh query that began after ``after``: two completions past it."""
+    names = list(sources)
+
+    def completed_since(moment: float) -> bool:
+        text = collector.metrics()
+        return all(
+            metric_value(text, "siem_exporter_last_success_timestamp_seconds", source=s) > moment
+            for s in names
+        )
+
+    wait_until(lambda: completed_since(after), timeout)
+    first = time.time()
+    wait_until(lambda: completed_since(first), timeout)
 
 
 @contextlib.contextmanager

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
-    CollectorProcess,
+    ConnectionRecorder,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
+    owed_ids,
+    received_ids,
     secret_env,
     start_collector,
     start_sim,
+    wait_for_polls_after,
     wait_until,
 )
 
@@ -49,57 +47,6 @@ SOURCES = ("signins", "directoryAudits")
 LOOKBACK = 180.0  # the "test" scenario's events are at most 90 s late
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition; 0 when absent."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        sample_name, _, label_text = sample.partition("{")
-        present = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-        if sample_name == name and present == wanted:
-            return float(value)
-    return 0.0
-
-
-def wait_for_poll_after(collector: CollectorProcess, moment: float, timeout: float = 60) -> None:
-    """Every source completes a poll that began after ``moment``: two completions after it."""
-
-    def completed_after(when: float) -> bool:
-        text = collector.metrics()
-        return all(
-            metric_value(text, "siem_exporter_last_success_timestamp_seconds", source=s) > when
-            for s in SOURCES
-        )
-
-    wait_until(lambda: completed_after(moment), timeout)
-    first = time.time()
-    wait_until(lambda: completed_after(first), timeout)
-
-
-def in_scope(event: dict[str, Any], started: float, frozen_at: float) -> bool:
-    """Events the collector promises: visible by the freeze, and inside its first window or
-    visible only after it started."""
-    return event["available_at"] <= frozen_at and (
-        event["event_time"] >= started - LOOKBACK + 2 or event["available_at"] > started
-    )
-
-
-def received_ids(receiver: RsyslogReceiver) -> dict[str, Counter[str]]:
-    ids: dict[str, Counter[str]] = {s: Counter() for s in SOURCES}
-    for msgid, msg in receiver.messages():
-        event = json.loads(msg)
-        ids[msgid][event["id"]] += 1
-    return ids
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        yield process
-
-
 def test_every_event_arrives_exactly_once_with_late_and_out_of_order_arrivals(
     sim: SimProcess, tmp_path: Path
 ) -> None:
@@ -114,16 +61,16 @@ def test_every_event_arrives_exactly_once_with_late_and_out_of_order_arrivals(
             started = time.time()
             time.sleep(25)  # long enough for events to turn up tens of seconds late
             frozen_at = sim.freeze()
-            wait_for_poll_after(collector, frozen_at)
+            wait_for_polls_after(collector, SOURCES, frozen_at)
             metrics = collector.metrics()
             assert collector.terminate() == 0
-        delivered = received_ids(receiver)
+        delivered = received_ids(receiver, SOURCES)
         raw_messages = receiver.messages()
 
     late_seen = 0
     for source in SOURCES:
         truth = sim.truth(source)
-        expected = {e["id"] for e in truth if in_scope(e, started, frozen_at)}
+        expected = owed_ids(truth, started, frozen_at, LOOKBACK)
         late_seen += sum(
             1
             for e in truth
@@ -158,32 +105,6 @@ def test_contract_metrics_and_probes_are_served(sim: SimProcess, tmp_path: Path)
     assert metric_value(text, "siem_exporter_build_info", version="0.1.0") == 1
     assert metric_value(text, "siem_exporter_api_requests_total", source="signins", code="200") > 0
     assert metric_value(text, "siem_exporter_query_window_seconds", source="signins") >= 300
-
-
-class ConnectionRecorder:
-    """A TCP listener that records every connection and the first bytes each one sends."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self.received: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    self.received.append(conn.recv(65536))
-                except OSError:
-                    self.received.append(b"")
-
-    def close(self) -> None:
-        self.server.close()
 
 
 def test_foreign_next_link_is_refused_without_sending_the_token(

@@ -16,53 +16,18 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
-    CollectorProcess,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
     start_collector,
-    start_sim,
+    wait_for_polls_after,
     wait_until,
 )
 
 LOOKBACK_SECONDS = 180.0
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        yield process
-
-
-def metric(collector: CollectorProcess, name: str, **labels: str) -> float:
-    """One sample from /metrics; 0 while the listener is not up."""
-    response = collector.get("/metrics")
-    return 0.0 if response is None else metric_value(response.text, name, **labels)
-
-
-def readiness(collector: CollectorProcess) -> int | None:
-    response = collector.get("/readyz")
-    return None if response is None else response.status_code
-
-
-def wait_for_complete_polls(
-    collector: CollectorProcess, sources: tuple[str, ...], after: float, timeout: float
-) -> None:
-    """Every source completes a poll that started after ``after`` (two completions past it)."""
-
-    def completed_since(moment: float) -> bool:
-        text = collector.metrics()
-        return all(
-            metric_value(text, "siem_exporter_last_success_timestamp_seconds", source=s) > moment
-            for s in sources
-        )
-
-    wait_until(lambda: completed_since(after), timeout)
-    first = time.time()
-    wait_until(lambda: completed_since(first), timeout)
 
 
 def assert_exactly_once(
@@ -121,22 +86,22 @@ def test_token_endpoint_outage_is_classified_warned_and_recovered_from(
             # Steady state first: a first poll cut short loses the oldest part of its window
             # (the collector bug test_faults_crash.py's xfail documents).
             wait_until(
-                lambda: metric(
-                    collector, "siem_exporter_last_success_timestamp_seconds", source="signins"
+                lambda: collector.metric(
+                    "siem_exporter_last_success_timestamp_seconds", source="signins"
                 ),
                 timeout=60,
             )
             # The cached token stops working and no new one can be had: AADSTS7000215.
             sim.set_faults(token_failures=1_000_000, token_error=7000215, revoke_tokens=True)
-            wait_until(lambda: readiness(collector) == 503, timeout=90)
-            invalid_client = metric(
-                collector, "siem_exporter_token_failures_total", reason="invalid_client"
+            wait_until(lambda: collector.readiness() == 503, timeout=90)
+            invalid_client = collector.metric(
+                "siem_exporter_token_failures_total", reason="invalid_client"
             )
             assert invalid_client >= 3
             sim.set_faults(token_failures=0)
-            wait_until(lambda: readiness(collector) == 200, timeout=60)
+            wait_until(lambda: collector.readiness() == 200, timeout=60)
             frozen_at = sim.freeze()
-            wait_for_complete_polls(collector, sources, frozen_at, timeout=60)
+            wait_for_polls_after(collector, sources, frozen_at, timeout=60)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         others = assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
@@ -175,14 +140,12 @@ def test_throttling_storm_is_waited_out_never_early_and_loses_nothing(
             sim.set_faults(budget=[4, 2], retry_after_style=style)
             wait_until(
                 lambda: (
-                    metric(
-                        collector,
+                    collector.metric(
                         "siem_exporter_throttle_retries_total",
                         source="signins",
                         code="429",
                     )
-                    + metric(
-                        collector,
+                    + collector.metric(
                         "siem_exporter_throttle_retries_total",
                         source="directoryAudits",
                         code="429",
@@ -195,7 +158,7 @@ def test_throttling_storm_is_waited_out_never_early_and_loses_nothing(
             sim.set_faults(budget=[50, 10], graph_503=4)
             wait_until(lambda: sim.stats()["faults"]["graph_503"] == 0, timeout=60)
             frozen_at = sim.freeze()
-            wait_for_complete_polls(collector, sources, frozen_at, timeout=90)
+            wait_for_polls_after(collector, sources, frozen_at, timeout=90)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)

@@ -8,26 +8,24 @@ while it does. Expectations come from the simulator's ground truth, never from t
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     CollectorProcess,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
+    owed_ids,
+    received_ids,
     start_collector,
-    start_sim,
+    wait_for_polls_after,
     wait_until,
 )
 
@@ -37,13 +35,6 @@ LOOKBACK_SECONDS = 180.0
 PAGE_SIZE = 10
 BURST = 1500
 BUDGET = 200  # requests per 10 s, on both sides: a 3-minute window of 10-event pages in ~5 s
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        process.set_faults(budget=[BUDGET, 10])
-        yield process
 
 
 def sent(collector: CollectorProcess, source: str) -> float:
@@ -56,21 +47,6 @@ def sent(collector: CollectorProcess, source: str) -> float:
     )
 
 
-def wait_for_complete_polls(collector: CollectorProcess, after: float, timeout: float) -> None:
-    """Every source completes a poll that started after ``after`` (two completions past it)."""
-
-    def completed_since(moment: float) -> bool:
-        text = collector.metrics()
-        return all(
-            metric_value(text, "siem_exporter_last_success_timestamp_seconds", source=s) > moment
-            for s in SOURCES
-        )
-
-    wait_until(lambda: completed_since(after), timeout)
-    first = time.time()
-    wait_until(lambda: completed_since(first), timeout)
-
-
 def burst(sim: SimProcess, count: int) -> set[str]:
     """``count`` new sign-ins, visible at once (a backlog released after an incident, say)."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -81,24 +57,6 @@ def burst(sim: SimProcess, count: int) -> set[str]:
     response = sim._call("POST", "inject", params={"source": "signins"}, json=objects)
     assert response == {"injected": True}
     return {o["id"] for o in objects}
-
-
-def received(receiver: RsyslogReceiver) -> dict[str, Counter[str]]:
-    """How often each event id arrived, per source (MSGID)."""
-    ids: dict[str, Counter[str]] = {s: Counter() for s in SOURCES}
-    for msgid, msg in receiver.messages():
-        ids[msgid][json.loads(msg)["id"]] += 1
-    return ids
-
-
-def expected(sim: SimProcess, source: str, started: float, frozen_at: float) -> set[str]:
-    """Ids the collector owes: visible by the freeze, inside its first window or newer."""
-    return {
-        e["id"]
-        for e in sim.truth(source)
-        if e["available_at"] <= frozen_at
-        and (e["event_time"] >= started - LOOKBACK_SECONDS + 2 or e["available_at"] > started)
-    }
 
 
 def config_for(sim: SimProcess, tmp_path: Path, receiver: RsyslogReceiver) -> dict[str, Any]:
@@ -148,7 +106,7 @@ def finish_on_same_state(
     with start_collector(config, workdir) as collector:
         collector.wait_ready(timeout=90)
         frozen_at = sim.freeze()
-        wait_for_complete_polls(collector, frozen_at, timeout=120)
+        wait_for_polls_after(collector, SOURCES, frozen_at, timeout=120)
         metrics = collector.metrics()
         assert collector.terminate() == 0
     return frozen_at, metrics
@@ -164,13 +122,13 @@ def test_sigkill_mid_pagination_repeats_at_most_one_page_per_source(
             wait_for_first_polls(collector)
             burst_ids = signal_mid_burst(sim, collector, signal.SIGKILL)
             assert collector.process.wait(timeout=10) == -signal.SIGKILL
-        unsent = burst_ids - set(received(receiver)["signins"])
+        unsent = burst_ids - set(received_ids(receiver, SOURCES)["signins"])
         assert unsent, "the whole burst went out before the kill: the test proves nothing"
         frozen_at, _ = finish_on_same_state(sim, config, tmp_path)
-        delivered = received(receiver)
+        delivered = received_ids(receiver, SOURCES)
 
     for source in SOURCES:
-        owed = expected(sim, source, started, frozen_at)
+        owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
         missing = owed - set(delivered[source])
         assert not missing, f"{len(missing)} of {len(owed)} {source} events lost by the kill"
         repeats = sum(n - 1 for n in delivered[source].values() if n > 1)
@@ -191,13 +149,13 @@ def test_sigterm_during_a_burst_exits_promptly_and_repeats_nothing(
             took = time.monotonic() - signalled
         assert status == 0
         assert took < 10, f"shutdown took {took:.1f}s"
-        unsent = burst_ids - set(received(receiver)["signins"])
+        unsent = burst_ids - set(received_ids(receiver, SOURCES)["signins"])
         assert unsent, "the whole burst went out before SIGTERM: the test proves nothing"
         frozen_at, _ = finish_on_same_state(sim, config, tmp_path)
-        delivered = received(receiver)
+        delivered = received_ids(receiver, SOURCES)
 
     for source in SOURCES:
-        owed = expected(sim, source, started, frozen_at)
+        owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
         missing = owed - set(delivered[source])
         assert not missing, f"{len(missing)} of {len(owed)} {source} events lost over SIGTERM"
         repeated = [i for i, n in delivered[source].items() if n > 1]
@@ -224,10 +182,10 @@ def test_sigkill_during_the_first_poll_loses_nothing_of_the_first_window(
         assert first_poll_done == 0, "the first poll completed before the kill"
         time.sleep(10)  # the restart's own lookback no longer reaches the first window's start
         frozen_at, _ = finish_on_same_state(sim, config, tmp_path)
-        delivered = received(receiver)
+        delivered = received_ids(receiver, SOURCES)
 
     for source in SOURCES:
-        owed = expected(sim, source, started, frozen_at)
+        owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
         missing = owed - set(delivered[source])
         assert not missing, (
             f"{len(missing)} of {len(owed)} {source} events of the first window lost"

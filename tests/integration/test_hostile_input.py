@@ -15,18 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
-    CollectorProcess,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
     start_collector,
-    start_sim,
     wait_until,
 )
 
@@ -93,17 +90,6 @@ def hostile_received(receiver: RsyslogReceiver) -> list[tuple[str, dict[str, Any
     return found
 
 
-def metric(collector: CollectorProcess, name: str, **labels: str) -> float:
-    response = collector.get("/metrics")
-    return 0.0 if response is None else metric_value(response.text, name, **labels)
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        yield process
-
-
 def test_hostile_events_arrive_once_and_intact_through_truncated_pages(
     sim: SimProcess, tmp_path: Path
 ) -> None:
@@ -119,16 +105,15 @@ def test_hostile_events_arrive_once_and_intact_through_truncated_pages(
         )
         with start_collector(config, tmp_path) as collector:
             collector.wait_ready()
-            without_id_before = metric(
-                collector, "siem_exporter_events_without_id_total", source="signins"
+            without_id_before = collector.metric(
+                "siem_exporter_events_without_id_total", source="signins"
             )
             sim.set_faults(malformed_pages=3)
             inject(sim, objects)
             wait_until(lambda: len(hostile_received(receiver)) >= len(objects), timeout=90)
             wait_until(
                 lambda: (
-                    metric(
-                        collector,
+                    collector.metric(
                         "siem_exporter_api_errors_total",
                         source="signins",
                         reason="malformed_page",
@@ -138,13 +123,13 @@ def test_hostile_events_arrive_once_and_intact_through_truncated_pages(
                 timeout=60,
             )
             # Several more polls over the same window: nothing may be sent again.
-            polled = metric(
-                collector, "siem_exporter_last_success_timestamp_seconds", source="signins"
+            polled = collector.metric(
+                "siem_exporter_last_success_timestamp_seconds", source="signins"
             )
             wait_until(
                 lambda: (
-                    metric(
-                        collector, "siem_exporter_last_success_timestamp_seconds", source="signins"
+                    collector.metric(
+                        "siem_exporter_last_success_timestamp_seconds", source="signins"
                     )
                     > polled + 3
                 ),

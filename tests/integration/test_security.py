@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 from cryptography import x509
@@ -30,15 +29,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
+    ConnectionRecorder,
     SimProcess,
     collector_config,
     free_port,
+    metric_value,
     secret_env,
     start_collector,
-    start_sim,
     wait_until,
 )
 
@@ -98,12 +97,6 @@ def force_token_refresh(sim: SimProcess, collector_tokens: set[str]) -> set[str]
     sim.set_faults(revoke_tokens=True, token_failures=1)
     wait_until(lambda: sim.stats()["tokens_issued"] > issued, timeout=60)
     return collector_tokens | sim_tokens(sim.base_url, sim.ca_file)
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        yield process
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -283,28 +276,6 @@ def test_the_demo_prints_and_serves_no_secret_or_token() -> None:
         assert not TOKEN_SHAPE.search(text), f"something shaped like a bearer token in {where}"
 
 
-class ConnectionRecorder:
-    """A plain TCP listener that records whether anything connected at all."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.server.close()
-
-
 def test_tls_is_verified_even_when_the_environment_trusts_the_simulator(
     sim: SimProcess, tmp_path: Path
 ) -> None:
@@ -388,4 +359,4 @@ def test_http_is_refused_in_config_and_in_next_links(sim: SimProcess, tmp_path: 
                 assert collector.terminate() == 0
     finally:
         recorder.close()
-    assert recorder.connections == 0, "the collector followed a nextLink over plain http"
+    assert recorder.received == [], "the collector followed a nextLink over plain http"

@@ -28,18 +28,11 @@ import pytest
 import yaml
 
 from exporter.ledger import Ledger, event_key
-from tests.integration.test_collector_e2e import metric_value
 from tests.rsyslog import RsyslogReceiver
-from tests.stack import SimProcess, collector_config, free_port, start_sim, wait_until
+from tests.stack import SimProcess, collector_config, free_port, metric_value, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LOOKBACK = 180.0
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> SimProcess:
-    with start_sim(tmp_path, scenario="test") as process:
-        yield process
 
 
 def write_config(config: dict[str, Any], directory: Path) -> Path:
