@@ -592,6 +592,14 @@ def test_monitoring_objects_are_off_by_default(chart: Any) -> None:
     ]
 
 
+def test_the_metrics_service_keeps_not_ready_pods_scrapeable(chart: Any) -> None:
+    """/readyz is 503 during a SIEM outage; the ServiceMonitor must still scrape then."""
+    values = load_values(CHART / "ci" / "monitoring-values.yaml")
+    services = render(chart, values).of_kind("Service")
+    assert services
+    assert all(s["spec"]["publishNotReadyAddresses"] is True for s in services)
+
+
 def test_prometheus_rule_groups_are_the_plain_rules_file(chart: Any) -> None:
     original = REPO / "grafana" / "prometheus-rules.yaml"
     copy = CHART / "files" / "prometheus-rules.yaml"
