@@ -20,37 +20,8 @@ from hypothesis import strategies as st
 
 from exporter.syslog import SyslogTransport, format_message
 from tests.rsyslog import RsyslogReceiver
+from tests.strategies import json_events as events
 
-HOSTILE = [
-    "line\nbreak\r\n",
-    'quote " backslash \\',
-    "nul \x00 bell \x07 esc \x1b[31m del \x7f",
-    "\x85 \u2028 \u2029 \t \x0b \x0c",
-    "\ud800 lone \udfff surrogates",
-    "<134>1 2020-01-01T00:00:00Z forged siem-exporter 1 signins - {}",
-    "12 octet count lookalike",
-    "\ufeffBOM",
-    "Zürich 東京 😀 \u202e",
-    "%msg% $!all-json ${VAR} #012",
-    "",
-]
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-    | st.sampled_from(HOSTILE)
-)
-values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text() | st.sampled_from(HOSTILE), children, max_size=4)
-    ),
-    max_leaves=30,
-)
-events = st.dictionaries(st.text() | st.sampled_from(HOSTILE), values, max_size=8)
 source_names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,31}\Z")
 # rsyslog's RFC 5424 parser refuses years after 2099 (see the test at the end).
 timestamps = st.none() | st.datetimes(

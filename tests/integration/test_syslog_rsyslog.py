@@ -13,19 +13,7 @@ import pytest
 from exporter.sim.ca import write_test_pki
 from exporter.syslog import SinkUnavailable, SyslogTransport, format_message
 from tests.rsyslog import RsyslogReceiver
-
-HOSTILE = [
-    "line\nbreak\r\n",
-    'quote " backslash \\ slash /',
-    "nul \x00 bell \x07 esc \x1b[31m del \x7f",
-    "next line \x85 line sep \u2028 para sep \u2029 tab \t",
-    "<134>1 2020-01-01T00:00:00Z forged siem-exporter 1 signins - {}",
-    "12 looks like an octet count",
-    "\ufeffstarts with a BOM",
-    "Zürich, 東京, emoji 😀, rtl \u202e",
-    " leading and trailing spaces ",
-    "%msg% $!all-json ${VAR} #012",
-]
+from tests.strategies import HOSTILE_TEXT
 
 
 def sign_in(number: int, **extra: Any) -> dict[str, Any]:
@@ -33,7 +21,7 @@ def sign_in(number: int, **extra: Any) -> dict[str, Any]:
     return {
         "id": f"00000000-0000-0000-0000-{number:012d}",
         "createdDateTime": "2020-03-13T19:15:41.6195833Z",
-        "userDisplayName": HOSTILE[number % len(HOSTILE)],
+        "userDisplayName": HOSTILE_TEXT[number % len(HOSTILE_TEXT)],
         "status": {"errorCode": 0, "additionalDetails": None},
         "location": {"city": "Zürich", "geoCoordinates": {"latitude": 47.37, "longitude": 8.54}},
         **extra,
@@ -87,7 +75,7 @@ def tcp_receiver() -> Iterator[RsyslogReceiver]:
 def test_tcp_delivers_hostile_events_byte_exact(
     tcp_receiver: RsyslogReceiver, framing: str
 ) -> None:
-    messages = [encode(sign_in(number)) for number in range(3 * len(HOSTILE))]
+    messages = [encode(sign_in(number)) for number in range(3 * len(HOSTILE_TEXT))]
     transport = transport_for(tcp_receiver, "tcp", framing)
     try:
         transport.deliver(messages[:5])
@@ -117,7 +105,7 @@ def test_tcp_carries_a_100_kb_event(tcp_receiver: RsyslogReceiver, framing: str)
 
 def test_udp_sends_one_bare_message_per_datagram() -> None:
     with RsyslogReceiver(protocol="udp") as receiver:
-        messages = [encode(sign_in(number)) for number in range(len(HOSTILE))]
+        messages = [encode(sign_in(number)) for number in range(len(HOSTILE_TEXT))]
         messages.append(encode(sign_in(99, blob="x" * 50_000)))
         transport = transport_for(receiver, "udp", "octet-counting")
         try:
@@ -130,7 +118,7 @@ def test_udp_sends_one_bare_message_per_datagram() -> None:
 @pytest.mark.parametrize("framing", ["octet-counting", "lf"])
 def test_tls_delivers_when_the_ca_is_trusted(framing: str) -> None:
     with RsyslogReceiver(protocol="tcp", tls=True) as receiver:
-        messages = [encode(sign_in(number)) for number in range(len(HOSTILE))]
+        messages = [encode(sign_in(number)) for number in range(len(HOSTILE_TEXT))]
         messages.append(encode(sign_in(50, blob="ü" * 60_000)))
         transport = transport_for(receiver, "tls", framing)
         try:

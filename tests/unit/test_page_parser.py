@@ -25,35 +25,9 @@ from urllib3.util import parse_url
 from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
 from exporter.graph import first_page_url, format_filter_time, parse_page, same_origin
+from tests.strategies import json_events as events
 
 GRAPH = "https://graph.microsoft.com"
-HOSTILE_TEXT = [
-    "line\nbreak",
-    'quote " backslash \\',
-    "nul \x00 bell \x07 esc \x1b[31m del \x7f",
-    "\ud800 lone surrogate",
-    "Zürich 東京 😀 \u202e",
-    "\u2028\u2029\x85",
-    '{"value": []}',
-    "@odata.nextLink",
-]
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-    | st.sampled_from(HOSTILE_TEXT)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
-    max_leaves=25,
-)
-events = st.dictionaries(st.text() | st.sampled_from(HOSTILE_TEXT), json_values, max_size=6)
 
 
 def page_body(value: Any, next_link: Any = None, *, ascii_only: bool = False) -> bytes:
