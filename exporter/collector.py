@@ -55,7 +55,8 @@ CREDIT_CAP = 20.0  # requests a tier may bank while it has nothing to fetch
 RATE_SMOOTHING = 0.3
 REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
 RUN_RETRY_DELAY = 30.0
-CATCH_UP = "catch-up"  # a one-off query for what an incident held back, see _complete_fresh
+GAP_TOLERANCE = 1.0  # seconds of uncovered event time not worth a query
+CATCH_UP = "catch-up"  # one-off queries for gaps the fresh tier left, see _queue_catch_up
 
 
 class EventPages(Protocol):
@@ -304,6 +305,9 @@ class SourceLoop:
                 continue
             if tier.is_fresh:
                 start, end = self._fresh_start(now, tier), None
+                if self.last_complete is not None:
+                    # Late or failed fresh queries leave a stretch no fresh window covered.
+                    self._queue_catch_up(self.last_complete - tier.age, start)
                 self.last_fresh_start = now
                 self.metrics.query_window.labels(self.source.name).set(tier.window)
             else:
@@ -312,8 +316,23 @@ class SourceLoop:
         idle = CATCH_UP not in self.active and now >= self.not_before.get(CATCH_UP, 0.0)
         if self.catch_up is not None and idle:
             start, end = self.catch_up
+            self.catch_up = None
             catch_up = Tier(CATCH_UP, self.tiers[0].interval, 0.0, end - start, 0.0)
             self._launch(catch_up, start, end, now)
+
+    def _queue_catch_up(self, start: float, end: float) -> None:
+        """Ask once, on leftover budget, for events with ``start <= time <= end``.
+
+        Used for stretches the fresh tier did not cover in time (it ran late, failed, or the
+        API held events back); without it they would wait for the sweep whose age covers
+        them. Bounded below by the oldest frontier, which eviction respects.
+        """
+        start = max(start, min(self.frontiers.values(), default=start))
+        if end - start <= GAP_TOLERANCE:
+            return
+        if self.catch_up is not None:
+            start, end = min(start, self.catch_up[0]), max(end, self.catch_up[1])
+        self.catch_up = (start, end)
 
     def _launch(self, tier: Tier, start: float, end: float | None, now: float) -> None:
         """Begin a query of ``tier``; its pages are pulled one at a time by the loop."""
@@ -435,6 +454,8 @@ class SourceLoop:
         """A run that failed for good: its tier retries later; nothing it did not finish counts."""
         self.active.pop(run.tier.name, None)
         self.not_before[run.tier.name] = self.clock.now() + min(RUN_RETRY_DELAY, run.tier.interval)
+        if run.tier.name == CATCH_UP and run.outcome.end is not None:
+            self._queue_catch_up(run.outcome.start, run.outcome.end)
         log.warning(
             "query abandoned, the tier retries",
             extra=fields(source=self.source.name, tier=run.tier.name, reason=reason, error=error),
@@ -452,9 +473,7 @@ class SourceLoop:
         checkpoints: dict[str, float] = {}
         if tier.is_fresh:
             self._complete_fresh(outcome, finished, checkpoints)
-        elif tier.name == CATCH_UP:
-            self.catch_up = None
-        else:
+        elif tier.name != CATCH_UP:
             assert outcome.end is not None
             self.frontiers[tier.name] = outcome.end
             checkpoints[FRONTIER_PREFIX + tier.name] = outcome.end
@@ -520,10 +539,7 @@ class SourceLoop:
             return
         if self.dark_from is None:
             return
-        oldest_reachable = min(self.frontiers.values(), default=self.dark_from)
-        start = max(self.dark_from - fresh.window, oldest_reachable)
-        if start < outcome.start:
-            self.catch_up = (start, outcome.start)
+        self._queue_catch_up(self.dark_from - fresh.window, outcome.start)
         self.dark_from = None
 
     def _persist(self, write: Callable[[], T]) -> T:

@@ -22,6 +22,7 @@ from exporter.clock import ManualClock
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.delivery import OutgoingEvent
+from exporter.errors import GraphHTTPError
 from exporter.graph import Page
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
@@ -62,10 +63,13 @@ class ModelApi:
         self.clock = clock
         self.throttled = 0
         self.requests = 0
+        self.down: tuple[float, float] | None = None
 
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
         self.budget.acquire()
         asof = self.clock.now()
+        if self.down and self.down[0] <= asof < self.down[1]:
+            raise GraphHTTPError(503, "serviceNotAvailable", "the model is down")
         visible = [
             e
             for e in self.events
@@ -126,13 +130,17 @@ def make_events(
 
 
 def run_loop(
-    events: list[ModelEvent], duration: float, tmp_path: Path
+    events: list[ModelEvent],
+    duration: float,
+    tmp_path: Path,
+    down: tuple[float, float] | None = None,
 ) -> tuple[SourceLoop, ModelApi, RecordingDelivery, CollectorRegistry]:
     """The production loop over ``events`` for ``duration`` simulated seconds."""
     stop = threading.Event()
     clock = StoppingClock(START, START + duration, stop)
     budget = RequestBudget(5, 10.0, clock)
     api = ModelApi(events, budget, clock)
+    api.down = down
     delivery = RecordingDelivery(clock)
     source = SourceConfig(
         "signins",
@@ -217,3 +225,23 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
     assert registry.get_sample_value(
         "siem_exporter_tier_requests_total", {"source": "signins", "tier": "catch-up"}
     )
+
+
+def test_a_stretch_the_fresh_tier_missed_while_graph_was_down_is_caught_up(
+    tmp_path: Path,
+) -> None:
+    duration = 4 * HOUR
+    down = (START + HOUR, START + 2.5 * HOUR)
+    events = make_events(random.Random(5), duration)
+    loop, _, delivery, _ = run_loop(events, duration, tmp_path, down=down)
+
+    assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
+    fresh_age = loop.tiers[0].age
+    visible_while_down = [
+        e
+        for e in events
+        if down[0] <= e.available_at < down[1] and e.available_at - e.event_time <= fresh_age
+    ]
+    assert visible_while_down
+    waits = [delivery.first_sent[e.id] - down[1] for e in visible_while_down]
+    assert max(waits) < 10 * 60, f"events Graph showed while down waited {max(waits) / 60:.0f} min"
