@@ -123,6 +123,21 @@ def polled_after(collector: CollectorProcess, moment: float) -> bool:
     )
 
 
+def settle(receiver: RsyslogReceiver, quiet: float = 60.0, timeout: float = 900.0) -> None:
+    """Wait until nothing new reaches the SIEM for ``quiet`` seconds.
+
+    Stretches the fresh tier missed while faults were injected are fetched by catch-up
+    queries on leftover budget, after the next fresh poll: judge only once they are done.
+    """
+    deadline = time.monotonic() + timeout
+    count, since = len(receiver.messages()), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(5)
+        now_count = len(receiver.messages())
+        if now_count != count:
+            count, since = now_count, time.monotonic()
+
+
 def in_scope(event: dict[str, float], started: float, frozen_at: float) -> bool:
     """Visible by the freeze, and inside the first window or visible only after the start."""
     return event["available_at"] <= frozen_at and (
@@ -168,6 +183,7 @@ def run(minutes: float, seed: int, results_dir: Path) -> int:
                 sim.set_faults(budget=[5, 10])
                 frozen_at = sim.freeze()
                 wait_until(lambda: polled_after(collector, frozen_at + 1), timeout=600)
+                settle(receiver)
                 soak.sample()
                 exit_code = collector.terminate(timeout=120)
                 logs = collector.logs()
@@ -193,7 +209,15 @@ def report(
     for source in SOURCES:
         expected = {e["id"] for e in truth[source] if in_scope(e, started, frozen_at)}
         expected_total += len(expected)
-        lost += len(expected - set(delivered[source]))
+        missing = expected - set(delivered[source])
+        lost += len(missing)
+        for event in truth[source]:
+            if event["id"] in missing:
+                print(
+                    f"lost {source}: event time {event['event_time'] - started:+.0f} s, "
+                    f"visible {event['available_at'] - started:+.0f} s after the start",
+                    flush=True,
+                )
         duplicates += sum(n - 1 for n in delivered[source].values() if n > 1)
     began = soak.rss[0][0]
     rows = [
