@@ -126,8 +126,7 @@ def test_foreign_next_link_is_refused_without_sending_the_token(
                 sim.set_faults(foreign_next_link=3, foreign_next_link_url=foreign)
                 wait_until(
                     lambda: (
-                        metric_value(
-                            collector.metrics(),
+                        collector.metric(
                             "siem_exporter_api_errors_total",
                             source="signins",
                             reason="foreign_next_link",
@@ -242,8 +241,7 @@ def test_workload_identity_rereads_the_federated_token_file(
             token_file.write_text(fake_jwt("rotated by kubelet"))
             sim.set_faults(revoke_tokens=True)
             wait_until(lambda: sim.stats()["distinct_client_assertions"] == 2, timeout=30)
-            sent = metric_value(
-                collector.metrics(),
+            sent = collector.metric(
                 "siem_exporter_events_sent_total",
                 source="signins",
                 sink="syslog",

@@ -346,8 +346,7 @@ def test_http_is_refused_in_config_and_in_next_links(sim: SimProcess, tmp_path: 
                 )
                 wait_until(
                     lambda: (
-                        metric_value(
-                            collector.metrics(),
+                        collector.metric(
                             "siem_exporter_api_errors_total",
                             source="signins",
                             reason="foreign_next_link",
