@@ -95,6 +95,7 @@ class Outcome:
     guaranteed_lateness: float | None
     lost_within_guarantee: int | None
     wall_seconds: float
+    requests_by_tier: tuple[tuple[str, int], ...] = ()
 
     @property
     def missing(self) -> int:
@@ -126,6 +127,7 @@ def score(
     guaranteed: float | None,
     sla: float,
     wall: float,
+    requests_by_tier: tuple[tuple[str, int], ...] = (),
 ) -> Outcome:
     """Compare what reached the SIEM with the ground truth; one pass over the events."""
     events = world.events
@@ -173,6 +175,7 @@ def score(
         guaranteed_lateness=guaranteed,
         lost_within_guarantee=None if guaranteed is None else lost_guaranteed,
         wall_seconds=wall,
+        requests_by_tier=requests_by_tier,
     )
 
 
@@ -192,6 +195,7 @@ def run_one(events: Events, volume: str, strategy: str, sla: float = DEFAULT_SLA
         stats.guaranteed_lateness,
         sla,
         wall,
+        stats.requests_by_tier,
     )
 
 
@@ -344,6 +348,13 @@ def notes(
         f"{source.page_size}. Baselines: nonoverlap [last, now) every 10 min; seed ge now-6h "
         "every 3 min, deduped against the previous run, 5 s pause on 429; checkpoint gt newest "
         "seen and le now-7min every 5 min; halfopen [last_end, now-30s) every 60 s.",
+        "Requests by tier (`siem_exporter_tier_requests_total`):\n"
+        + "\n".join(
+            f"- {o.strategy} ({o.profile}): "
+            + ", ".join(f"{tier} {count}" for tier, count in o.requests_by_tier)
+            for o in outcomes
+            if o.requests_by_tier
+        ),
         "Targets for ours:\n" + "\n".join(verdicts(volume, outcomes)),
     ]
 

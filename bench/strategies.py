@@ -44,6 +44,7 @@ from exporter.metrics import ExporterMetrics, Health
 REQUEST_SECONDS = 0.5
 BUDGET = BudgetConfig(requests=5, per=10.0)
 GUARANTEE_GAUGE = "siem_exporter_guaranteed_lateness_seconds"
+TIER_REQUESTS_COUNTER = "siem_exporter_tier_requests_total"
 OBJECT_CACHE = 400_000
 
 OURS = SourceConfig(
@@ -91,11 +92,16 @@ class RunStats:
     throttled: int
     blocked: float
     guaranteed_lateness: float | None = None
+    requests_by_tier: tuple[tuple[str, int], ...] = ()
 
 
-def _stats(world: World, guaranteed: float | None = None) -> RunStats:
+def _stats(
+    world: World,
+    guaranteed: float | None = None,
+    by_tier: tuple[tuple[str, int], ...] = (),
+) -> RunStats:
     api = world.api
-    return RunStats(api.ok + api.throttled, api.throttled, world.blocked, guaranteed)
+    return RunStats(api.ok + api.throttled, api.throttled, world.blocked, guaranteed, by_tier)
 
 
 class Pager:
@@ -301,7 +307,17 @@ def run_ours(world: World, source: SourceConfig = OURS) -> RunStats:
         finally:
             ledger.close()
     guaranteed = registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name})
-    return _stats(world, guaranteed)
+    return _stats(world, guaranteed, _requests_by_tier(registry))
+
+
+def _requests_by_tier(registry: CollectorRegistry) -> tuple[tuple[str, int], ...]:
+    """``tier_requests_total`` per tier: where ours spent its budget."""
+    return tuple(
+        (sample.labels["tier"], int(sample.value))
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == TIER_REQUESTS_COUNTER
+    )
 
 
 STRATEGIES: dict[str, Callable[[World], RunStats]] = {

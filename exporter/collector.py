@@ -31,6 +31,7 @@ from exporter.metrics import ExporterMetrics, Health
 from exporter.retry import backoff
 from exporter.syslog import parse_event_time
 from exporter.window import (
+    DEEPEST,
     FRESH_QUANTILE,
     LagHistogram,
     SourcePolicy,
@@ -57,6 +58,13 @@ REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than th
 RUN_RETRY_DELAY = 30.0
 GAP_TOLERANCE = 1.0  # seconds of uncovered event time not worth a query
 CATCH_UP = "catch-up"  # one-off queries for gaps the fresh tier left, see _queue_catch_up
+
+
+def _moved(value: float | None, planned: float | None) -> bool:
+    """Whether a measurement moved by more than ``REPLAN_CHANGE`` of what the plan assumed."""
+    if value is None or planned is None:
+        return False
+    return abs(value - planned) > REPLAN_CHANGE * max(planned, 1e-9)
 
 
 class EventPages(Protocol):
@@ -235,8 +243,11 @@ class SourceLoop:
     def _replan(self, now: float) -> None:
         """Re-plan when the measured rate or lag distribution moved enough to matter."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
-        moved = abs(self.rate - self.planned_rate) > REPLAN_CHANGE * max(self.planned_rate, 1e-9)
-        if not moved and quantile == self.planned_quantile:
+        if not (
+            _moved(self.rate, self.planned_rate)
+            or _moved(quantile, self.planned_quantile)
+            or (quantile is None) != (self.planned_quantile is None)
+        ):
             return
         self.tiers = plan_tiers(
             self.policy, self.rate, quantile, self.shares.available(self.source.name)
@@ -367,16 +378,23 @@ class SourceLoop:
         return max(min(start, first), now - self.source.max_lookback)
 
     def _pick(self, now: float) -> TierRun:
-        """The run whose tier is furthest below its planned share of requests (fresh on ties)."""
+        """The run whose tier is furthest below its planned share of requests (fresh on ties).
+
+        A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
+        for the stretch it covers, so while one runs it takes their turns: after an incident
+        it is what stands between the backlog and the deepest sweep, hours away.
+        """
         elapsed = max(0.0, now - self._credit_at)
         self._credit_at = now
         for tier in self.tiers:
             credit = self.credits.get(tier.name, 0.0) + tier.requests_per_second * elapsed
             self.credits[tier.name] = min(CREDIT_CAP, credit)
-        return max(
-            self.active.values(),
-            key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh),
-        )
+        runs = list(self.active.values())
+        if CATCH_UP in self.active:
+            runs = [
+                run for run in runs if run.tier.is_fresh or run.tier.name in (CATCH_UP, DEEPEST)
+            ]
+        return max(runs, key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh))
 
     def _publish_schedule(self, now: float) -> None:
         name = self.source.name
@@ -531,15 +549,18 @@ class SourceLoop:
         than the fresh window and would wait for the sweep whose age covers them, hours
         perhaps. So the stretch from the last event seen before going dark to the start of
         the first fresh query that sees events again is queried once, on the leftover budget.
+        Events held back from before the last one seen count too: the shallow sweeps passed
+        them while they were invisible, so the stretch reaches back as far as those sweeps do.
         """
         fresh = self.tiers[0]
+        reach = max((t.age + t.interval for t in self.tiers[1:-1]), default=fresh.window)
         if drift is not None and drift > fresh.age:
             if self.dark_from is None:
                 self.dark_from = self.newest_event_time
             return
         if self.dark_from is None:
             return
-        self._queue_catch_up(self.dark_from - fresh.window, outcome.start)
+        self._queue_catch_up(self.dark_from - max(reach, fresh.window), outcome.start)
         self.dark_from = None
 
     def _persist(self, write: Callable[[], T]) -> T:

@@ -36,7 +36,7 @@ HEADROOM = 1.25
 MIN_RATE = 1e-6  # events/s below which a source is treated as silent
 LAG_HALF_LIFE = 6 * 3600.0
 MIN_LAG_SAMPLES = 50
-DEEPEST_INTERVAL_CAP = 6 * 3600.0
+DEEPEST_INTERVAL_CAP = 3600.0
 LAG_BUCKETS = (
     1.0,
     2.0,
@@ -110,16 +110,23 @@ class LagHistogram:
             self.counts[index] += 1
 
     def quantile(self, q: float) -> float | None:
-        """The bucket bound below which a share ``q`` of lags fall; None with too few samples."""
+        """The lag below which a share ``q`` of lags fall; None with too few samples.
+
+        Interpolated linearly within the bucket, as PromQL's ``histogram_quantile`` does;
+        beyond the last bound it is infinite.
+        """
         total = sum(self.counts)
         if total < MIN_LAG_SAMPLES:
             return None
-        running = 0.0
+        running, lower = 0.0, 0.0
         for bound, count in zip((*LAG_BUCKETS, math.inf), self.counts, strict=True):
+            if count and running + count >= q * total:
+                if math.isinf(bound):
+                    return bound
+                return lower + (bound - lower) * (q * total - running) / count
             running += count
-            if running >= q * total:
-                return bound
-        return math.inf
+            lower = bound
+        return lower
 
 
 def pages_for(events: float, page_size: int) -> int:
@@ -142,46 +149,76 @@ def plan_tiers(
 ) -> tuple[Tier, ...]:
     """The tiers for a source producing ``rate`` events/s on a budget of ``budget_rate`` req/s.
 
-    ``budget_rate`` is this source's share of the tenant's budget. The fresh tier is planned
-    first, slowed down until it fits in about two thirds of the budget; the deepest sweep is
-    always planned (it is what covers ``max_lookback``). Shallower sweeps shorten the wait
-    of moderately late events but fetch every event once more each, so they are added only
-    while they cost under a third of the fresh tier and fit the budget; their ages are
-    spaced geometrically between twice the fresh tier's guarantee and ``max_lookback``,
-    closer to the young end, where most late events are.
+    ``budget_rate`` is this source's share of the tenant's budget; ``lag_quantile`` the
+    measured arrival lag (first seen minus event time) that the fresh tier should cover.
+    Two sweeps are always planned: the deepest, at ``max_lookback``, which is what covers
+    it, and a first shallow one, which catches what the fresh window misses within minutes
+    rather than at ``max_lookback``. The fresh tier gets what is left: it is slowed down
+    (fewer, wider queries re-fetch less) until all three fit. Further shallow sweeps shorten
+    the wait of moderately late events but fetch every event once more each, so they are
+    added only while all shallow sweeps together cost under ``SHALLOW_SHARE_OF_FRESH`` of
+    the fresh tier. Shallow ages are spaced geometrically between twice the fresh tier's
+    guarantee and ``max_lookback``, closer to the young end, where most late events are.
     """
     usable = budget_rate * BUDGET_UTILISATION
     page = policy.page_size
+    band = _deepest_interval(policy)
+    deepest = _sweep(DEEPEST, policy.max_lookback, band, rate, page, longest=band)
     interval = policy.poll_interval
-    bulk = policy.lookback if lag_quantile is None else lag_quantile * HEADROOM
     while True:
-        wanted = fill_pages(max(policy.lookback, bulk) + interval, rate, page)
-        window = min(wanted, max(policy.max_lookback, policy.lookback) + interval)
-        fresh_cost = pages_for(rate * window, page) / interval
-        if fresh_cost <= usable * 2 / 3 or interval >= policy.lookback * 8:
+        fresh = _fresh(policy, interval, rate, lag_quantile)
+        shallow = _shallow_sweeps(policy, fresh, rate, 1)
+        spend = fresh.requests_per_second + deepest.requests_per_second
+        spend += sum(t.requests_per_second for t in shallow)
+        if spend <= usable or interval >= policy.lookback * 8:
             break
         interval *= 1.25
-    age = min(window - interval, max(policy.max_lookback, policy.lookback))
-    fresh = Tier(FRESH, interval, age, window, fresh_cost)
-
-    deepest_interval = max(min(policy.max_lookback / 4, DEEPEST_INTERVAL_CAP), interval)
-    deepest = _sweep(DEEPEST, policy.max_lookback, deepest_interval, rate, page)
     affordable = min(
-        usable - fresh_cost - deepest.requests_per_second, SHALLOW_SHARE_OF_FRESH * fresh_cost
+        usable - fresh.requests_per_second - deepest.requests_per_second,
+        SHALLOW_SHARE_OF_FRESH * fresh.requests_per_second,
     )
-    shallow: list[Tier] = []
-    low, high = max(2 * fresh.age, interval), policy.max_lookback
-    for count in range(MAX_SHALLOW_SWEEPS, 0, -1):
-        exponents = [(i + 1) / (count + 2) for i in range(count)]
-        ages = [low * (high / low) ** e for e in exponents] if high > low else []
-        candidates = [
-            _sweep(f"sweep-{i + 1}", age, _sweep_interval(age, interval, rate, page), rate, page)
-            for i, age in enumerate(ages)
-        ]
+    for count in range(MAX_SHALLOW_SWEEPS, 1, -1):
+        candidates = _shallow_sweeps(policy, fresh, rate, count)
         if sum(t.requests_per_second for t in candidates) <= affordable:
             shallow = candidates
             break
     return (fresh, *shallow, deepest)
+
+
+def _fresh(policy: SourcePolicy, interval: float, rate: float, lag: float | None) -> Tier:
+    """The fresh tier at ``interval``: its window covers ``lookback`` and the measured lag.
+
+    The measured lag already includes up to one interval of waiting for the next query, so
+    it is a window length by itself; ``lookback`` is an overlap, so it adds the interval.
+    """
+    wanted = max(policy.lookback + interval, 0.0 if lag is None else lag * HEADROOM)
+    limit = max(policy.max_lookback, policy.lookback) + interval
+    window = min(fill_pages(wanted, rate, policy.page_size), limit)
+    cost = pages_for(rate * window, policy.page_size) / interval
+    age = min(window - interval, max(policy.max_lookback, policy.lookback))
+    return Tier(FRESH, interval, age, window, cost)
+
+
+def _deepest_interval(policy: SourcePolicy) -> float:
+    """Short bands: an event at most ``max_lookback`` late is delivered within that plus one."""
+    return max(min(policy.max_lookback / 4, DEEPEST_INTERVAL_CAP), policy.poll_interval)
+
+
+def _shallow_sweeps(policy: SourcePolicy, fresh: Tier, rate: float, count: int) -> list[Tier]:
+    low, high = max(2 * fresh.age, fresh.interval), policy.max_lookback
+    if high <= low:
+        return []
+    ages = [low * (high / low) ** ((i + 1) / (count + 2)) for i in range(count)]
+    return [
+        _sweep(
+            f"sweep-{i + 1}",
+            age,
+            _sweep_interval(age, fresh.interval, rate, policy.page_size),
+            rate,
+            policy.page_size,
+        )
+        for i, age in enumerate(ages)
+    ]
 
 
 def _sweep_interval(age: float, fresh_interval: float, rate: float, page_size: int) -> float:
@@ -189,8 +226,10 @@ def _sweep_interval(age: float, fresh_interval: float, rate: float, page_size: i
     return max(age / 4, fresh_interval, page_size / rate if rate >= MIN_RATE else 0.0)
 
 
-def _sweep(name: str, age: float, interval: float, rate: float, page_size: int) -> Tier:
-    interval = fill_pages(interval, rate, page_size)
+def _sweep(
+    name: str, age: float, interval: float, rate: float, page_size: int, longest: float = math.inf
+) -> Tier:
+    interval = min(fill_pages(interval, rate, page_size), max(interval, longest))
     cost = pages_for(rate * interval, page_size) / interval
     return Tier(name, interval, age, interval, cost)
 

@@ -54,9 +54,21 @@ def test_every_plan_has_a_fresh_tier_and_a_deepest_sweep_covering_max_lookback(
 def test_a_plan_that_fits_spends_within_the_budget(policy: SourcePolicy, rate: float) -> None:
     budget = 0.5
     tiers = plan_tiers(policy, rate, None, budget)
-    fresh_fits = tiers[0].requests_per_second <= budget * BUDGET_UTILISATION * 2 / 3
-    if fresh_fits and tiers[-1].requests_per_second <= budget * BUDGET_UTILISATION / 3:
+    if tiers[0].interval < policy.lookback * 8:  # not slowed down to its limit
         assert sum(t.requests_per_second for t in tiers) <= budget * BUDGET_UTILISATION + 1e-9
+
+
+@given(policies(), rates, st.none() | st.floats(min_value=0, max_value=86400))
+def test_a_shallow_sweep_always_stands_between_fresh_and_deepest(
+    policy: SourcePolicy, rate: float, quantile: float | None
+) -> None:
+    tiers = plan_tiers(policy, rate, quantile, 0.5)
+    fresh, deepest = tiers[0], tiers[-1]
+    if deepest.age > 2 * fresh.age and deepest.age > fresh.interval:
+        assert len(tiers) >= 3, "what the fresh window misses must not wait for max_lookback"
+    assert deepest.interval <= max(3600.0, policy.poll_interval), (
+        "events up to max_lookback late arrive within max_lookback plus an hour"
+    )
 
 
 def test_at_ten_million_a_day_the_plan_stays_within_graphs_budget() -> None:
@@ -86,15 +98,15 @@ def test_filled_windows_use_no_more_pages(window: float, rate: float, page_size:
     assert pages_for(rate * filled, page_size) == pages_for(rate * window, page_size)
 
 
-def test_lag_quantiles_need_samples_and_decay() -> None:
+def test_lag_quantiles_need_samples_interpolate_and_decay() -> None:
     histogram = LagHistogram()
     histogram.observe([5.0] * 10, now=1000.0)
     assert histogram.quantile(0.95) is None
-    histogram.observe([5.0] * 90 + [500.0] * 10, now=1000.0)
-    assert histogram.quantile(0.5) == 5.0
-    assert histogram.quantile(0.95) == 600.0
-    histogram.observe([30.0] * 200, now=1000.0 + 30 * 3600)
-    assert histogram.quantile(0.95) == 30.0, "old lags have decayed away"
+    histogram.observe([5.0] * 80 + [500.0] * 10, now=1000.0)
+    assert 2.0 < histogram.quantile(0.5) <= 5.0  # type: ignore[operator]
+    assert 300.0 < histogram.quantile(0.95) <= 600.0  # type: ignore[operator]
+    histogram.observe([30.0] * 400, now=1000.0 + 30 * 3600)
+    assert histogram.quantile(0.95) <= 30.0, "old lags have decayed away"  # type: ignore[operator]
 
 
 def test_sweep_schedule_and_guarantee() -> None:
