@@ -37,6 +37,10 @@ MIN_RATE = 1e-6  # events/s below which a source is treated as silent
 LAG_HALF_LIFE = 6 * 3600.0
 MIN_LAG_SAMPLES = 50
 DEEPEST_INTERVAL_CAP = 3600.0
+# Where the first shallow sweep looks: past the 15-30 minutes that non-interactive sign-ins
+# are commonly late (reference/graph-api.md), so that only the rare extreme waits for the
+# deepest sweep.
+FIRST_SWEEP_AGE = 45 * 60.0
 LAG_BUCKETS = (
     1.0,
     2.0,
@@ -157,8 +161,9 @@ def plan_tiers(
     (fewer, wider queries re-fetch less) until all three fit. Further shallow sweeps shorten
     the wait of moderately late events but fetch every event once more each, so they are
     added only while all shallow sweeps together cost under ``SHALLOW_SHARE_OF_FRESH`` of
-    the fresh tier. Shallow ages are spaced geometrically between twice the fresh tier's
-    guarantee and ``max_lookback``, closer to the young end, where most late events are.
+    the fresh tier. Shallow ages start at ``FIRST_SWEEP_AGE`` (or twice the fresh tier's
+    guarantee) and are spaced geometrically towards ``max_lookback``, closer to the young
+    end, where most late events are.
     """
     usable = budget_rate * BUDGET_UTILISATION
     page = policy.page_size
@@ -205,10 +210,12 @@ def _deepest_interval(policy: SourcePolicy) -> float:
 
 
 def _shallow_sweeps(policy: SourcePolicy, fresh: Tier, rate: float, count: int) -> list[Tier]:
-    low, high = max(2 * fresh.age, fresh.interval), policy.max_lookback
+    """``count`` sweeps from ``FIRST_SWEEP_AGE`` (or twice the fresh guarantee) upwards."""
+    low = max(2 * fresh.age, fresh.interval, FIRST_SWEEP_AGE)
+    high = policy.max_lookback
     if high <= low:
         return []
-    ages = [low * (high / low) ** ((i + 1) / (count + 2)) for i in range(count)]
+    ages = [low * (high / low) ** (i / (count + 1)) for i in range(count)]
     return [
         _sweep(
             f"sweep-{i + 1}",
