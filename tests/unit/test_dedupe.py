@@ -42,6 +42,23 @@ def test_event_keys() -> None:
     assert key != event_key({**no_id, "x": [2, 1]})[0]
 
 
+guid_like = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.text(alphabet="0123456789abcdefABCDEF-_{} ", min_size=32, max_size=38),
+)
+
+
+@given(guid_like)
+def test_keys_of_guid_ids_do_not_depend_on_the_fast_path(event_id: str) -> None:
+    """Keys written by earlier versions (uuid.UUID for every GUID) must still match."""
+    try:
+        expected = uuid.UUID(event_id).bytes
+    except ValueError:
+        return
+    assert event_key({"id": event_id}) == (expected, True)
+
+
 def test_arrival_lags_only_for_events_the_previous_window_could_have_seen() -> None:
     keyed = key_events(
         [
