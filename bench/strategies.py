@@ -224,6 +224,7 @@ class ModelPages:
         self.budget = budget
         self.metrics = metrics
         self.throttled = 0
+        self.budget_waited = 0.0
         # Overlapping windows return each event dozens of times; building its dict once
         # keeps the adapter's share of the run small (the collector never mutates events).
         self._object = lru_cache(maxsize=OBJECT_CACHE)(self._build)
@@ -253,6 +254,7 @@ class ModelPages:
         while True:
             waited, interrupted = self.budget.acquire()
             world.blocked += waited
+            self.budget_waited += waited
             metrics.budget_wait.labels(source).inc(waited)
             if interrupted:
                 raise Interrupted

@@ -71,6 +71,7 @@ class EventPages(Protocol):
     """Where a source's events come from: Graph over HTTPS, or a model in simulated time."""
 
     throttled: int  # throttle retries so far, for the in-band "sustained throttling" warning
+    budget_waited: float  # seconds waited for the request budget so far, for the tier metric
 
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
         """Every page of events with ``start <= event time (<= end)``, newest first."""
@@ -414,11 +415,15 @@ class SourceLoop:
     def _step(self, run: TierRun) -> None:
         """Fetch and handle the run's next page, or complete the run."""
         name = self.source.name
+        waited_before = self.graph.budget_waited
         try:
             page = next(run.pages)
         except StopIteration:
             self._complete(run)
             return
+        finally:
+            waited = self.graph.budget_waited - waited_before
+            self.metrics.tier_budget_wait.labels(name, run.tier.name).inc(waited)
         self.credits[run.tier.name] = self.credits.get(run.tier.name, 0.0) - 1.0
         self.metrics.tier_requests.labels(name, run.tier.name).inc()
         self.health.progressed(name)

@@ -143,6 +143,7 @@ class GraphClient:
         self.http = http
         self.rng = rng or random.Random()
         self.throttled = 0
+        self.budget_waited = 0.0
 
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
         """Every page of the query from ``start`` (to ``end``), newest first, until no nextLink."""
@@ -216,6 +217,7 @@ class GraphClient:
     def _send(self, source: str, url: str) -> requests.Response | None:
         """One request after a budget slot; None when the network failed."""
         waited, interrupted = self.budget.acquire()
+        self.budget_waited += waited
         self.metrics.budget_wait.labels(source).inc(waited)
         if interrupted:
             raise Interrupted

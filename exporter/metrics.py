@@ -160,6 +160,11 @@ class ExporterMetrics:
         self.tier_requests = counter(
             "tier_requests", "Pages fetched by each tier.", ["source", "tier"]
         )
+        self.tier_budget_wait = counter(
+            "tier_budget_wait_seconds",
+            "Time each tier's pages waited for the request budget.",
+            ["source", "tier"],
+        )
         self.build_info.labels(__version__).set(1)
         for reason in TOKEN_FAILURE_REASONS:
             self.token_failures.labels(reason)

@@ -62,11 +62,12 @@ class ModelApi:
         self.budget = budget
         self.clock = clock
         self.throttled = 0
+        self.budget_waited = 0.0
         self.requests = 0
         self.down: tuple[float, float] | None = None
 
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
-        self.budget.acquire()
+        self.budget_waited += self.budget.acquire()[0]
         asof = self.clock.now()
         if self.down and self.down[0] <= asof < self.down[1]:
             raise GraphHTTPError(503, "serviceNotAvailable", "the model is down")
@@ -79,7 +80,7 @@ class ModelApi:
         ]
         for number, offset in enumerate(range(0, max(1, len(visible)), source.page_size)):
             if number:
-                self.budget.acquire()
+                self.budget_waited += self.budget.acquire()[0]
             self.requests += 1
             chunk = visible[offset : offset + source.page_size]
             yield Page(
@@ -208,7 +209,7 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
     events = make_events(random.Random(11), duration, incident)
     # Small pages keep the fresh window short (it stretches to fill its last page), as at
     # high volume, so what the incident held back lies well beyond it.
-    loop, _, delivery, registry = run_loop(events, duration, tmp_path, page_size=100)
+    loop, api, delivery, registry = run_loop(events, duration, tmp_path, page_size=100)
 
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
     fresh_age = loop.tiers[0].age
@@ -231,6 +232,15 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
     assert registry.get_sample_value(
         "siem_exporter_tier_requests_total", {"source": "signins", "tier": "catch-up"}
     )
+    tier_waits = [
+        registry.get_sample_value(
+            "siem_exporter_tier_budget_wait_seconds_total", {"source": "signins", "tier": tier}
+        )
+        or 0.0
+        for tier in {*(t.name for t in loop.tiers), "catch-up", "sweep-1", "sweep-2", "sweep-3"}
+    ]
+    assert api.budget_waited > 0, "catching up was paced by the budget"
+    assert abs(sum(tier_waits) - api.budget_waited) < 1e-6, "every budget wait belongs to a tier"
 
 
 def test_a_stretch_the_fresh_tier_missed_while_graph_was_down_is_caught_up(
