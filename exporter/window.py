@@ -156,8 +156,8 @@ def plan_tiers(
     ``budget_rate`` is this source's share of the tenant's budget; ``lag_quantile`` the
     measured arrival lag (first seen minus event time) that the fresh tier should cover.
     Two sweeps are always planned: the deepest, at ``max_lookback``, which is what covers
-    it, and a first shallow one, which catches what the fresh window misses within minutes
-    rather than at ``max_lookback``. The fresh tier gets what is left: it is slowed down
+    it, and a first shallow one, which catches what the fresh window misses within about an
+    hour rather than at ``max_lookback``. The fresh tier gets what is left: it is slowed down
     (fewer, wider queries re-fetch less) until all three fit. Further shallow sweeps shorten
     the wait of moderately late events but fetch every event once more each, so they are
     added only while all shallow sweeps together cost under ``SHALLOW_SHARE_OF_FRESH`` of
