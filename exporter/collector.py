@@ -319,8 +319,7 @@ class SourceLoop:
             if tier.is_fresh:
                 start, end = self._fresh_start(now, tier), None
                 if self.last_complete is not None:
-                    # Late or failed fresh queries leave a stretch no fresh window covered.
-                    self._queue_catch_up(self.last_complete - tier.age, start)
+                    start = self._cover_fresh_gap(self.last_complete - tier.age, start, tier)
                 self.last_fresh_start = now
                 self.metrics.query_window.labels(self.source.name).set(tier.window)
             else:
@@ -332,6 +331,19 @@ class SourceLoop:
             self.catch_up = None
             catch_up = Tier(CATCH_UP, self.tiers[0].interval, 0.0, end - start, 0.0)
             self._launch(catch_up, start, end, now)
+
+    def _cover_fresh_gap(self, covered_from: float, start: float, tier: Tier) -> float:
+        """The fresh query's start, reaching back over what late or failed runs left uncovered.
+
+        A gap up to one window (a run that started late while other tiers held the budget)
+        costs a fraction of a page when the fresh query simply starts earlier, but at least a
+        whole request as a query of its own. A longer one (Graph was down) is queued as a
+        catch-up on leftover budget, so the fresh tier stays fresh.
+        """
+        if start - covered_from <= tier.window:
+            return min(start, covered_from)
+        self._queue_catch_up(covered_from, start)
+        return start
 
     def _queue_catch_up(self, start: float, end: float) -> None:
         """Ask once, on leftover budget, for events with ``start <= time <= end``.
@@ -546,11 +558,11 @@ class SourceLoop:
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - outcome.asof)
         self.warnings.check_poll(name, outcome.seconds, outcome.events, outcome.throttled, drift)
-        self._watch_for_incident(outcome, drift)
+        self._watch_for_incident(outcome)
         self._replan(finished)
 
-    def _watch_for_incident(self, outcome: PollOutcome, drift: float | None) -> None:
-        """After nothing new was visible for longer than the fresh window, catch up at once.
+    def _watch_for_incident(self, outcome: PollOutcome) -> None:
+        """After nothing new was visible for longer than the fresh tier's age, catch up at once.
 
         When the API holds events back (an incident) and then releases them, they are older
         than the fresh window and would wait for the sweep whose age covers them, hours
@@ -561,7 +573,10 @@ class SourceLoop:
         """
         fresh = self.tiers[0]
         reach = max((t.age + t.interval for t in self.tiers[1:-1]), default=fresh.window)
-        if drift is not None and drift > fresh.age:
+        # Measured when the query began (its result set is fixed then), not when its last
+        # page came in: a long query under a busy budget is not an incident.
+        quiet = None if self.newest_event_time is None else outcome.asof - self.newest_event_time
+        if quiet is not None and quiet > fresh.age:
             if self.dark_from is None:
                 self.dark_from = self.newest_event_time
             return
