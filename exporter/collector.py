@@ -61,9 +61,12 @@ CATCH_UP = "catch-up"  # one-off queries for gaps the fresh tier left, see _queu
 
 
 def _moved(value: float | None, planned: float | None) -> bool:
-    """Whether a measurement moved by more than ``REPLAN_CHANGE`` of what the plan assumed."""
+    """Whether a measurement moved by more than ``REPLAN_CHANGE`` of what the plan assumed.
+
+    Appearing or disappearing (a lag quantile needs enough samples) counts as moving.
+    """
     if value is None or planned is None:
-        return False
+        return (value is None) != (planned is None)
     return abs(value - planned) > REPLAN_CHANGE * max(planned, 1e-9)
 
 
@@ -245,11 +248,7 @@ class SourceLoop:
     def _replan(self, now: float) -> None:
         """Re-plan when the measured rate or lag distribution moved enough to matter."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
-        if not (
-            _moved(self.rate, self.planned_rate)
-            or _moved(quantile, self.planned_quantile)
-            or (quantile is None) != (self.planned_quantile is None)
-        ):
+        if not (_moved(self.rate, self.planned_rate) or _moved(quantile, self.planned_quantile)):
             return
         self.tiers = plan_tiers(
             self.policy, self.rate, quantile, self.shares.available(self.source.name)
@@ -572,7 +571,6 @@ class SourceLoop:
         them while they were invisible, so the stretch reaches back as far as those sweeps do.
         """
         fresh = self.tiers[0]
-        reach = max((t.age + t.interval for t in self.tiers[1:-1]), default=fresh.window)
         # Measured when the query began (its result set is fixed then), not when its last
         # page came in: a long query under a busy budget is not an incident.
         quiet = None if self.newest_event_time is None else outcome.asof - self.newest_event_time
@@ -582,7 +580,8 @@ class SourceLoop:
             return
         if self.dark_from is None:
             return
-        self._queue_catch_up(self.dark_from - max(reach, fresh.window), outcome.start)
+        reach = max([fresh.window, *(t.age + t.interval for t in self.tiers[1:-1])])
+        self._queue_catch_up(self.dark_from - reach, outcome.start)
         self.dark_from = None
 
     def _persist(self, write: Callable[[], T]) -> T:

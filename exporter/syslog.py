@@ -238,15 +238,16 @@ def parse_event_time(value: object) -> datetime | None:
     match = _GRAPH_TIME.fullmatch(value)
     if match is None:
         return None
-    if match.group("zulu") == "Z" and value[10] == "T":
-        # Graph's own form, which fromisoformat reads as UTC: the hot path, once per event.
-        try:
-            return datetime.fromisoformat(value)
-        except (ValueError, OverflowError):
-            return None
-    normalized = value.upper() if match.group("zulu") is None else value[:-1].upper() + "+00:00"
+    zulu = match.group("zulu")
+    if zulu == "Z" and value[10] == "T":
+        normalized = value  # Graph's own form, read as is: the hot path, once per event
+    elif zulu is None:
+        normalized = value.upper()
+    else:
+        normalized = value[:-1].upper() + "+00:00"
     try:
-        return datetime.fromisoformat(normalized).astimezone(UTC)
+        parsed = datetime.fromisoformat(normalized)
+        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
 

@@ -167,8 +167,9 @@ def plan_tiers(
     """
     usable = budget_rate * BUDGET_UTILISATION
     page = policy.page_size
-    band = _deepest_interval(policy)
-    deepest = _sweep(DEEPEST, policy.max_lookback, band, rate, page, longest=band)
+    deepest = _sweep(
+        DEEPEST, policy.max_lookback, _deepest_interval(policy), rate, page, stretch=False
+    )
     interval = policy.poll_interval
     while True:
         fresh = _fresh(policy, interval, rate, lag_quantile)
@@ -234,9 +235,11 @@ def _sweep_interval(age: float, fresh_interval: float, rate: float, page_size: i
 
 
 def _sweep(
-    name: str, age: float, interval: float, rate: float, page_size: int, longest: float = math.inf
+    name: str, age: float, interval: float, rate: float, page_size: int, stretch: bool = True
 ) -> Tier:
-    interval = min(fill_pages(interval, rate, page_size), max(interval, longest))
+    """A sweep; ``stretch`` fills its band's last page (not for the deepest: its band is a bound)."""
+    if stretch:
+        interval = fill_pages(interval, rate, page_size)
     cost = pages_for(rate * interval, page_size) / interval
     return Tier(name, interval, age, interval, cost)
 
