@@ -62,7 +62,11 @@ class Sink:
 
 
 class Delivery:
-    """The set of sinks, shared by every source loop; one batch at a time per sink."""
+    """The set of sinks, shared by every source loop.
+
+    One batch at a time per sink connection: each transport serialises its own socket, so
+    sources in their own threads may call ``send`` at once.
+    """
 
     def __init__(
         self, sinks: Sequence[Sink], metrics: ExporterMetrics, health: Health, clock: Clock

@@ -11,6 +11,7 @@ bigger news). Every warning is also logged, enabled or not.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 
 from exporter.clock import Clock
@@ -42,6 +43,7 @@ class InbandWarnings:
         self.clock = clock
         self.repeat = repeat
         self._last_sent: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()  # every source thread raises and clears conditions
 
     def check_poll(
         self, source: str, window: float, events: int, throttled: int, drift: float | None
@@ -70,14 +72,15 @@ class InbandWarnings:
     def raise_if(self, source: str, condition: str, active: bool, text: str) -> None:
         """Send ``WARNING: text`` when ``condition`` starts or is still on after ``repeat``."""
         key = (source, condition)
-        if not active:
-            self._last_sent.pop(key, None)
-            return
         now = self.clock.now()
-        last = self._last_sent.get(key)
-        if last is not None and now - last < self.repeat:
-            return
-        self._last_sent[key] = now
+        with self._lock:
+            if not active:
+                self._last_sent.pop(key, None)
+                return
+            last = self._last_sent.get(key)
+            if last is not None and now - last < self.repeat:
+                return
+            self._last_sent[key] = now
         log.warning(text, extra=fields(source=source, condition=condition))
         if not self.enabled:
             return

@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -276,6 +277,11 @@ class SyslogTransport:
     catches a restarted or stopped receiver (the usual outage) without claiming more;
     a peer that dies while our bytes sit unread in its buffer cannot be detected.
     UDP offers no delivery signal at all beyond ICMP errors on a connected socket.
+
+    Every source thread sends through the same transport, and a batch of production-sized
+    events is megabytes that the kernel takes in many writes: the transport owns its
+    connection and lets one caller at a time use it (send, peer-closed probe, reconnect,
+    close), so batches never interleave on the wire and a TLS socket never sees two threads.
     """
 
     def __init__(
@@ -301,6 +307,7 @@ class SyslogTransport:
         self._connect_timeout = connect_timeout
         self._send_timeout = send_timeout
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -314,27 +321,36 @@ class SyslogTransport:
         Returns only when every message was handed over; on any failure the socket is
         closed, so the next call reconnects, and ``SinkUnavailable`` tells the caller to
         re-send the whole batch (a duplicate is better than a loss). No retries here.
+        Concurrent callers wait for each other: the whole batch goes out in one turn.
         """
         if not messages:
             return
         stream = None if self._protocol == "udp" else self._frame_all(messages)
+        with self._lock:
+            self._deliver_locked(messages, stream)
+
+    def _deliver_locked(self, messages: Sequence[bytes], stream: bytes | None) -> None:
         try:
             if stream is None:
                 self._send_datagrams(messages)
             else:
                 self._send_stream(stream)
         except SinkUnavailable:
-            self.close()
+            self._drop_connection()
             raise
         except (OSError, UnicodeError) as error:
-            self.close()
+            self._drop_connection()
             raise SinkUnavailable(f"syslog {self.endpoint}: {_describe(error)}") from error
 
     def _frame_all(self, messages: Sequence[bytes]) -> bytes:
         return b"".join(frame(message, self._framing) for message in messages)
 
     def close(self) -> None:
-        """Drop the connection; safe to call at any time, also twice."""
+        """Drop the connection; safe to call at any time, also twice and from any thread."""
+        with self._lock:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -342,7 +358,7 @@ class SyslogTransport:
 
     def _send_stream(self, payload: bytes) -> None:
         if self._sock is not None and self._peer_closed(self._sock):
-            self.close()
+            self._drop_connection()
         if self._sock is None:
             self._sock = self._connect_stream()
         self._sock.sendall(payload)

@@ -193,7 +193,7 @@ class RsyslogReceiver:
         if end < 0:
             return []
         received = []
-        for line in data[:end].decode("utf-8").split("\n"):
+        for line in data[:end].decode("utf-8", errors="replace").split("\n"):
             msgid, _, msg = line.partition("\t")
             received.append((msgid, msg))
         return received

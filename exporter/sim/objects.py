@@ -273,3 +273,65 @@ def directory_audit(seed: int, seq: int, ticks: int) -> JsonObject:
             {"key": "User-Agent", "value": rng.choice(_USER_AGENTS)},
         ],
     }
+
+
+TENANT_POLICY_COUNT = 18  # Conditional Access policies: makes the average sign-in 11.5 KB
+_CONDITIONS = ("application", "users", "platform", "location", "clientType", "signInRisk")
+
+
+def _policy_evaluation(seed: int, rng: random.Random, number: int) -> JsonObject:
+    """How one of the tenant's policies applied to a sign-in, with beta's evaluation detail."""
+    name, grants, sessions = _CA_POLICIES[number % len(_CA_POLICIES)]
+    satisfied = rng.sample(_CONDITIONS, rng.randrange(1, 4))
+    return {
+        "id": stable_guid(seed, "tenant-policy", number),
+        "displayName": f"CA{number:03d} – {name}",  # noqa: RUF001 (non-ASCII on purpose)
+        "enforcedGrantControls": grants,
+        "enforcedSessionControls": sessions,
+        "result": rng.choice(_CA_RESULTS),
+        "conditionsSatisfied": ",".join(satisfied),
+        "conditionsNotSatisfied": "none" if len(satisfied) > 2 else "users",
+        "includeRulesSatisfied": [
+            {"conditionalAccessCondition": c, "ruleSatisfied": "allApps"} for c in satisfied
+        ],
+        "excludeRulesSatisfied": [],
+        "sessionControlsNotSatisfied": [],
+        "authenticationStrength": None,
+    }
+
+
+def tenant_scale_signin(seed: int, seq: int, ticks: int) -> JsonObject:
+    """A beta `signIn` as a real tenant writes it: about 11.5 KB, Microsoft's stated average.
+
+    Graph lists every Conditional Access policy of the tenant on every sign-in, applied or
+    not, with its evaluation; that list, the authentication steps and the processing details
+    are what make real sign-ins five times the size of a bare one. Benchmarks and tests of
+    throughput and framing use this shape so that batches are as large as in production.
+    """
+    event = signin(seed, seq, ticks)
+    rng = random.Random(f"{seed}:tenantScale:{seq}")
+    succeeded = event["status"]["errorCode"] == 0
+    event["appliedConditionalAccessPolicies"] = [
+        _policy_evaluation(seed, rng, number) for number in range(TENANT_POLICY_COUNT)
+    ]
+    event["authenticationDetails"] = [
+        {
+            "authenticationStepDateTime": event["createdDateTime"],
+            "authenticationMethod": method,
+            "authenticationMethodDetail": detail,
+            "succeeded": succeeded,
+            "authenticationStepResultDetail": "MFA completed in Azure AD"
+            if succeeded
+            else "Authentication failed",
+            "authenticationStepRequirement": "Primary authentication",
+        }
+        for method, detail in (("Password", "Password in the cloud"), ("Mobile app", "Push"))
+    ]
+    event["authenticationProcessingDetails"] = [
+        {"key": "Legacy TLS (TLS 1.0, 1.1, 3DES)", "value": "False"},
+        {"key": "Is CAE Token", "value": "True"},
+        {"key": "Oauth Scope Info", "value": '["AuditLog.Read.All","Directory.Read.All"]'},
+    ]
+    event["networkLocationDetails"] = [{"networkType": "namedNetwork", "networkNames": ["HQ"]}]
+    event["mfaDetail"] = {"authMethod": "PhoneAppNotification", "authDetail": None}
+    return event
