@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     CollectorProcess,
@@ -69,6 +71,7 @@ def config_for(sim: SimProcess, tmp_path: Path, receiver: RsyslogReceiver) -> di
         page_size=PAGE_SIZE,
     )
     config["budget"] = {"requests": BUDGET, "per": "10s"}
+    sim.set_faults(budget=[BUDGET, 10])
     return config
 
 
@@ -192,3 +195,45 @@ def test_sigkill_during_the_first_poll_loses_nothing_of_the_first_window(
         )
         repeats = sum(n - 1 for n in delivered[source].values() if n > 1)
         assert repeats <= PAGE_SIZE, f"{source}: {repeats} repeats, more than one page"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stop_during_a_siem_outage_leaves_the_unsent_batch_owed(
+    sim: SimProcess, tmp_path: Path, signum: int
+) -> None:
+    """A batch still retrying against a stopped SIEM was never delivered.
+
+    A graceful stop (SIGTERM cuts the retry short) or a crash (SIGKILL) in that state must
+    leave its events unrecorded, so the restarted collector sends them once the SIEM is back.
+    """
+    with RsyslogReceiver() as receiver:
+        config = config_for(sim, tmp_path, receiver)
+        with start_collector(config, tmp_path) as collector:
+            started = time.time()
+            wait_for_first_polls(collector)
+            receiver.stop()
+            errors = collector.metric("siem_exporter_sink_errors_total", sink="syslog")
+            burst_ids = burst(sim, BURST)
+            wait_until(
+                lambda: (
+                    collector.metric("siem_exporter_sink_errors_total", sink="syslog") >= errors + 2
+                ),
+                timeout=60,
+            )
+            collector.process.send_signal(signum)
+            status = collector.process.wait(timeout=30)
+        assert status == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
+        assert burst_ids - set(received_ids(receiver, SOURCES)["signins"]), (
+            "the burst reached the SIEM before the outage: the test proves nothing"
+        )
+        receiver.start()
+        frozen_at, _ = finish_on_same_state(sim, config, tmp_path)
+        delivered = received_ids(receiver, SOURCES)
+
+    for source in SOURCES:
+        owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
+        missing = owed - set(delivered[source])
+        assert not missing, (
+            f"{len(missing)} of {len(owed)} {source} events recorded but never delivered"
+        )
+    assert burst_ids <= set(delivered["signins"])

@@ -79,6 +79,45 @@ def test_siem_outage_delays_events_and_neither_loses_nor_repeats_them(
         ) == sum(delivered[source].values())
 
 
+def test_two_sinks_each_get_every_event_once_while_one_of_them_is_down(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    """A batch is delivered only once both SIEMs took it, and the one that took it first is
+    not sent it again while the other is retrying."""
+    with RsyslogReceiver() as primary, RsyslogReceiver() as secondary:
+        config = config_for(sim, tmp_path, primary.port, name="primary")
+        config["sinks"].append({**config["sinks"][0], "name": "secondary", "port": secondary.port})
+        with start_collector(config, tmp_path) as collector:
+            started = time.time()
+            collector.wait_ready()
+            secondary.stop()
+            wait_until(
+                lambda: collector.metric("siem_exporter_sink_errors_total", sink="secondary") >= 2,
+                timeout=30,
+            )
+            assert collector.metric("siem_exporter_sink_errors_total", sink="primary") == 0
+            secondary.start()
+            frozen_at = sim.freeze()
+            wait_for_polls_after(collector, SOURCES, frozen_at, timeout=90)
+            metrics = collector.metrics()
+            assert collector.terminate() == 0
+        delivered = {
+            "primary": received_ids(primary, SOURCES),
+            "secondary": received_ids(secondary, SOURCES),
+        }
+
+    for source in SOURCES:
+        owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
+        for sink, received in delivered.items():
+            missing = owed - set(received[source])
+            assert not missing, f"{sink} lacks {len(missing)} of {len(owed)} {source} events"
+            repeated = [i for i, n in received[source].items() if n > 1]
+            assert not repeated, f"{sink} got {source} events twice: {repeated[:5]}"
+            assert metric_value(
+                metrics, "siem_exporter_events_sent_total", source=source, sink=sink
+            ) == sum(received[source].values())
+
+
 def test_tls_sink_with_the_siems_ca_delivers(sim: SimProcess, tmp_path: Path) -> None:
     with RsyslogReceiver(tls=True) as receiver:
         assert receiver.ca_file is not None
