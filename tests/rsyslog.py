@@ -62,7 +62,13 @@ class RsyslogReceiver:
     output file survives restarts, so ``messages()`` shows everything ever received.
     """
 
-    def __init__(self, *, protocol: str = "tcp", tls: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        protocol: str = "tcp",
+        tls: bool = False,
+        cert_hostnames: tuple[str, ...] = (HOST, "localhost"),
+    ) -> None:
         if protocol not in ("tcp", "udp"):
             raise ValueError(f"protocol must be tcp or udp, got {protocol!r}")
         if tls and protocol != "tcp":
@@ -70,6 +76,7 @@ class RsyslogReceiver:
         self.protocol = protocol
         self.tls = tls
         self.host = HOST
+        self.cert_hostnames = cert_hostnames
         self._binary = find_rsyslogd()
         self._dir = Path(tempfile.mkdtemp(prefix="rsyslog-test-"))
         self._output = self._dir / "received.log"
@@ -101,7 +108,7 @@ class RsyslogReceiver:
         else:
             module_params = [f'MaxFrameSize="{_MAX_FRAME_SIZE}"']
             if self.tls:
-                pki = write_test_pki(self._dir / "pki")
+                pki = write_test_pki(self._dir / "pki", self.cert_hostnames)
                 self.ca_file = pki.ca_file
                 global_params += [
                     'defaultNetstreamDriver="gtls"',
@@ -161,8 +168,9 @@ class RsyslogReceiver:
                 if self.tls:
                     context = ssl.create_default_context(cafile=self.ca_file)
                     # Handshake done means ready; rsyslog answers close_notify with a bare EOF.
+                    name = self.cert_hostnames[0]
                     with (
-                        context.wrap_socket(probe, server_hostname=HOST) as secure,
+                        context.wrap_socket(probe, server_hostname=name) as secure,
                         contextlib.suppress(OSError),
                     ):
                         secure.unwrap()

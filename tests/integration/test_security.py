@@ -12,6 +12,7 @@ import glob
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,16 +20,27 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 
+from exporter.budget import RequestBudget
+from exporter.clock import RealClock
+from exporter.config import SourceConfig
+from exporter.errors import GraphHTTPError
+from exporter.graph import GraphClient
+from exporter.https import PinnedSession
+from exporter.metrics import ExporterMetrics
+from exporter.sim.ca import write_test_pki
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     ConnectionRecorder,
@@ -359,3 +371,75 @@ def test_http_is_refused_in_config_and_in_next_links(sim: SimProcess, tmp_path: 
     finally:
         recorder.close()
     assert recorder.received == [], "the collector followed a nextLink over plain http"
+
+
+class RedirectingGraph:
+    """An HTTPS server that answers every request with a redirect to ``target``."""
+
+    def __init__(self, directory: Path, target: str) -> None:
+        pki = write_test_pki(directory)
+        self.ca_file = str(pki.ca_file)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.cert_file, pki.key_file)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FixedToken:
+    """Stands in for MSAL: the bearer token whose travels the test follows."""
+
+    def token(self) -> str:
+        return "bearer-that-must-stay-home"
+
+    def invalidate(self) -> None:
+        return
+
+
+def test_a_redirect_from_graph_is_refused_and_never_followed(tmp_path: Path) -> None:
+    recorder = ConnectionRecorder()
+    graph = RedirectingGraph(tmp_path / "pki", f"http://127.0.0.1:{recorder.port}/steal")
+    try:
+        clock = RealClock()
+        metrics = ExporterMetrics(CollectorRegistry())
+        client = GraphClient(
+            graph.url,
+            FixedToken(),  # type: ignore[arg-type]
+            RequestBudget(100, 1.0, clock),
+            metrics,
+            clock,
+            PinnedSession(graph.ca_file),
+        )
+        source = SourceConfig(
+            "signins",
+            "/v1.0/auditLogs/signIns",
+            "createdDateTime",
+            page_size=10,
+            poll_interval=60.0,
+            lookback=120.0,
+            max_lookback=3600.0,
+        )
+        with pytest.raises(GraphHTTPError) as refused_with:
+            next(client.pages(source, time.time() - 60))
+        assert refused_with.value.status == 302
+        time.sleep(0.5)
+    finally:
+        graph.close()
+        recorder.close()
+    assert recorder.received == [], "the redirect was followed"

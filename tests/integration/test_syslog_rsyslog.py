@@ -158,6 +158,18 @@ def test_tls_with_the_wrong_ca_fails_verification_and_sends_nothing(tmp_path: Pa
         assert len(receiver.messages()) == 1
 
 
+def test_tls_refuses_a_certificate_issued_for_another_host() -> None:
+    """A trusted CA is not enough: the certificate must name the host that was configured."""
+    with RsyslogReceiver(
+        protocol="tcp", tls=True, cert_hostnames=("siem.example.test",)
+    ) as receiver:
+        transport = transport_for(receiver, "tls", "octet-counting")
+        with pytest.raises(SinkUnavailable, match="certificate verify failed"):
+            transport.deliver([encode(sign_in(1))])
+        time.sleep(0.3)
+        assert receiver.messages() == []
+
+
 def test_unreachable_sink_names_the_endpoint_and_cause(tcp_receiver: RsyslogReceiver) -> None:
     tcp_receiver.stop()
     transport = transport_for(tcp_receiver, "tcp", "octet-counting")

@@ -43,6 +43,14 @@ def test_budget_waits_are_reported_and_block_until_is_honoured() -> None:
     assert budget.acquire()[0] == 7.5
 
 
+def test_a_shorter_retry_after_never_shortens_a_longer_block() -> None:
+    clock = ManualClock(0.0)
+    budget = RequestBudget(5, 10.0, clock)
+    budget.block_until(60.0)
+    budget.block_until(5.0)
+    assert budget.acquire()[0] == 60.0
+
+
 def test_next_slot_is_now_when_the_window_has_room() -> None:
     assert next_slot([1.0, 2.0], 3.0, 5, 10.0, 0.0) == 3.0
     assert next_slot([1.0, 2.0], 3.0, 2, 10.0, 0.0) == 11.0

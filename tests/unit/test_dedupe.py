@@ -140,3 +140,30 @@ def test_a_corrupt_state_file_is_a_clear_error_and_left_untouched(tmp_path: Path
     with pytest.raises(StateError, match="unreadable"):
         Ledger(path)
     assert path.read_bytes() == garbage
+
+
+def test_a_page_spanning_a_crowded_stretch_still_finds_every_delivered_event(
+    tmp_path: Path,
+) -> None:
+    """The range scan reads a few rows per looked-up key at most; a page whose span of time
+    holds far more deliveries (a sparse page over a busy stretch) probes each key instead."""
+    ledger = Ledger(tmp_path / "state.db")
+    crowded = [(uuid.UUID(int=n + 1).bytes, 1000.0 + n / 1000) for n in range(2000)]
+    ledger.record("signins", crowded, recorded_at=0.0)
+    page = [crowded[0], crowded[-1], (uuid.uuid4().bytes, 1000.5)]
+    assert ledger.delivered("signins", page) == {crowded[0][0], crowded[-1][0]}
+    ledger.close()
+
+
+def same_id(a: str, b: str) -> bool:
+    """Graph's GUIDs are one id in any spelling uuid accepts; any other id is its exact text."""
+    try:
+        return uuid.UUID(a) == uuid.UUID(b)
+    except ValueError:
+        return a == b
+
+
+@given(st.text(min_size=1), st.text(), st.text(), st.booleans())
+def test_distinct_ids_never_share_a_key(base: str, one: str, other: str, recase: bool) -> None:
+    first, second = base + one, (base + other).upper() if recase else base + other
+    assert (event_key({"id": first})[0] == event_key({"id": second})[0]) == same_id(first, second)

@@ -7,6 +7,7 @@ is a manual clock, so six hours run in seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from collections import Counter
@@ -130,6 +131,45 @@ def make_events(
     return events
 
 
+SOURCE = SourceConfig(
+    "signins",
+    "/v1.0/auditLogs/signIns",
+    "createdDateTime",
+    page_size=1000,
+    poll_interval=60.0,
+    lookback=120.0,
+    max_lookback=4 * HOUR,
+)
+
+
+def build_loop(
+    api: ModelApi,
+    ledger: Ledger,
+    clock: ManualClock,
+    stop: threading.Event,
+    page_size: int = 1000,
+) -> tuple[SourceLoop, RecordingDelivery, CollectorRegistry]:
+    """The production loop for one source over ``api``, recording what it delivers."""
+    delivery = RecordingDelivery(clock)
+    source = dataclasses.replace(SOURCE, page_size=page_size)
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry)
+    metrics.initialise([source], [], 0.5)
+    loop = SourceLoop(
+        source,
+        api,
+        ledger,
+        delivery,  # type: ignore[arg-type]
+        metrics,
+        Health({"signins": 60.0}, clock=clock.now),
+        clock,
+        stop,
+        InbandWarnings(False, delivery, clock),  # type: ignore[arg-type]
+        BudgetConfig(5, 10.0),
+    )
+    return loop, delivery, registry
+
+
 def run_loop(
     events: list[ModelEvent],
     duration: float,
@@ -143,35 +183,33 @@ def run_loop(
     budget = RequestBudget(5, 10.0, clock)
     api = ModelApi(events, budget, clock)
     api.down = down
-    delivery = RecordingDelivery(clock)
-    source = SourceConfig(
-        "signins",
-        "/v1.0/auditLogs/signIns",
-        "createdDateTime",
-        page_size=page_size,
-        poll_interval=60.0,
-        lookback=120.0,
-        max_lookback=4 * HOUR,
-    )
-    registry = CollectorRegistry()
-    metrics = ExporterMetrics(registry)
-    metrics.initialise([source], [], 0.5)
     ledger = Ledger(tmp_path / "state.db")
-    loop = SourceLoop(
-        source,
-        api,
-        ledger,
-        delivery,
-        metrics,  # type: ignore[arg-type]
-        Health({"signins": 60.0}, clock=clock.now),
-        clock,
-        stop,
-        InbandWarnings(False, delivery, clock),  # type: ignore[arg-type]
-        BudgetConfig(5, 10.0),
-    )
+    loop, delivery, registry = build_loop(api, ledger, clock, stop, page_size)
     loop.run()
     ledger.close()
     return loop, api, delivery, registry
+
+
+def test_a_restart_resumes_every_sweep_where_it_stopped(tmp_path: Path) -> None:
+    """Sweeps pass each stretch of event time once; a restart after hours of downtime must
+    take up the stored frontiers, or the stretch swept during the downtime is never swept."""
+    duration = 2 * HOUR
+    before, _, _, _ = run_loop(make_events(random.Random(3), duration), duration, tmp_path)
+    stopped = dict(before.frontiers)
+    assert stopped, "the first run had sweeps"
+
+    downtime = 3 * HOUR
+    stop = threading.Event()
+    clock = ManualClock(START + duration + downtime)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        api = ModelApi([], RequestBudget(5, 10.0, clock), clock)
+        after, _, _ = build_loop(api, ledger, clock, stop)
+    finally:
+        ledger.close()
+    resumed = {name: after.frontiers[name] for name in stopped if name in after.frontiers}
+    assert resumed, "the restart plans some of the same sweeps"
+    assert resumed == {name: stopped[name] for name in resumed}
 
 
 def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: Path) -> None:

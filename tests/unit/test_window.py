@@ -114,3 +114,7 @@ def test_sweep_schedule_and_guarantee() -> None:
     assert guaranteed_lateness([fresh, sweep], {"deepest": 0.0}) == 86400.0
     assert guaranteed_lateness([fresh, sweep], {"deepest": 7200.0}) == 300.0
     assert eviction_horizon([now - 5, on_time], clock_skew=600) == on_time - 600
+
+
+def test_eviction_keeps_ten_minutes_below_the_oldest_frontier_for_graph_clock_skew() -> None:
+    assert eviction_horizon([9000.0, 5000.0, 7000.0]) == 5000.0 - 600.0
