@@ -164,8 +164,8 @@ def same_id(a: str, b: str) -> bool:
 
 
 @given(st.text(min_size=1), st.text(), st.text(), st.booleans())
-@example("Directory_4TOS1_", "71428519", "71428520", recase=False)  # ids alike but for the end
-@example("Directory_4tos1_", "", "", recase=True)
+@example("Directory_4TOS1_", "71428519", "71428520", False)  # ids alike but for the end
+@example("Directory_4tos1_", "", "", True)
 def test_distinct_ids_never_share_a_key(base: str, one: str, other: str, recase: bool) -> None:
     first, second = base + one, (base + other).upper() if recase else base + other
     assert (event_key({"id": first})[0] == event_key({"id": second})[0]) == same_id(first, second)
