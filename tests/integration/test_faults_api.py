@@ -83,8 +83,8 @@ def test_token_endpoint_outage_is_classified_warned_and_recovered_from(
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             collector.wait_ready()
-            # Steady state first: a first poll cut short loses the oldest part of its window
-            # (the collector bug test_faults_crash.py's xfail documents).
+            # Steady state first: the faults below should cut regular polls short, not the
+            # first one, whose window the owed events are counted from.
             wait_until(
                 lambda: collector.metric(
                     "siem_exporter_last_success_timestamp_seconds", source="signins"

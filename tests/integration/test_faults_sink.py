@@ -48,8 +48,8 @@ def test_siem_outage_delays_events_and_neither_loses_nor_repeats_them(
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             collector.wait_ready()
-            before_outage = len(receiver.messages())
             receiver.stop()
+            before_outage = len(receiver.messages())  # after the stop: it flushes on SIGTERM
             outage_began = time.monotonic()
             wait_until(lambda: collector.readiness() == 503, timeout=20)
             errors = collector.metric("siem_exporter_sink_errors_total", sink="syslog")
