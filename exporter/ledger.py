@@ -3,13 +3,18 @@
 One SQLite file (WAL) at ``state.path`` survives restarts. Per source it holds the key of
 every delivered event with the event's own time, and a few named checkpoints. A key is
 recorded only after every sink accepted the event, so a crash can repeat at most the batch
-in flight, never lose it. Entries are evicted only once their event time lies before any
+in flight, never lose it. Commits run with ``synchronous=FULL``: under WAL, ``NORMAL`` may
+roll back the last commits after a power loss, which would repeat more than one page; the
+extra fsync costs about 2 ms per page (``python -m bench.commit_bench``), at most one page
+per two seconds under Graph's budget. Entries are evicted only once their event time lies before any
 window a future query can reach (:func:`exporter.window.eviction_horizon`), so suppression is
 exact.
 
 The table is ordered by (source, event time, key). A page of events covers a narrow stretch
 of event time, so its lookup is one range scan over neighbouring B-tree pages, which stay
-in SQLite's cache however large the ledger grows: the cost per event stays flat. Eviction
+in SQLite's cache however large the ledger grows: the cost per event grows little
+(``bench/results/ledger.md``). A page spanning a stretch crowded with other deliveries probes
+its keys one by one instead. Eviction
 deletes a prefix of the same order, and no second index is needed. Events whose time
 cannot be read (never seen from Graph, but possible) go to a small side table keyed by key
 alone, evicted by when they were recorded: an event is visible only after it happened.
@@ -113,7 +118,7 @@ class Ledger:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             _check_integrity(db)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA synchronous=FULL")
             _check_layout(db)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={LAYOUT_VERSION}")

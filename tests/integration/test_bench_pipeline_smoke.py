@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ledger_bench, pipeline
+from bench import commit_bench, ledger_bench, pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +76,9 @@ def test_both_commands_have_a_smoke_mode(tmp_path: Path) -> None:
         written = (tmp_path / f"{table}.md").read_text(encoding="utf-8")
         assert written.startswith("| ")
         assert written in completed.stdout
+
+
+def test_commit_smoke_measures_both_settings(tmp_path: Path) -> None:
+    figures = commit_bench.benchmark(5, 1, tmp_path, "commit-smoke")
+    assert set(figures) == {"normal", "full"}
+    assert "FULL (shipped)" in (tmp_path / "commit-smoke.md").read_text(encoding="utf-8")

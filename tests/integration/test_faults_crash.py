@@ -138,31 +138,32 @@ def test_sigkill_mid_pagination_repeats_at_most_one_page_per_source(
         assert repeats <= PAGE_SIZE, f"{source}: {repeats} repeats, more than one page"
 
 
-def test_sigterm_during_a_burst_exits_promptly_and_repeats_nothing(
-    sim: SimProcess, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_stop_signal_during_a_burst_exits_promptly_and_repeats_nothing(
+    sim: SimProcess, tmp_path: Path, signum: int
 ) -> None:
     with RsyslogReceiver() as receiver:
         config = config_for(sim, tmp_path, receiver)
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             wait_for_first_polls(collector)
-            burst_ids = signal_mid_burst(sim, collector, signal.SIGTERM)
+            burst_ids = signal_mid_burst(sim, collector, signum)
             signalled = time.monotonic()
             status = collector.process.wait(timeout=30)
             took = time.monotonic() - signalled
         assert status == 0
         assert took < 10, f"shutdown took {took:.1f}s"
         unsent = burst_ids - set(received_ids(receiver, SOURCES)["signins"])
-        assert unsent, "the whole burst went out before SIGTERM: the test proves nothing"
+        assert unsent, "the whole burst went out before the signal: the test proves nothing"
         frozen_at, _ = finish_on_same_state(sim, config, tmp_path)
         delivered = received_ids(receiver, SOURCES)
 
     for source in SOURCES:
         owed = owed_ids(sim.truth(source), started, frozen_at, LOOKBACK_SECONDS)
         missing = owed - set(delivered[source])
-        assert not missing, f"{len(missing)} of {len(owed)} {source} events lost over SIGTERM"
+        assert not missing, f"{len(missing)} of {len(owed)} {source} events lost over the stop"
         repeated = [i for i, n in delivered[source].items() if n > 1]
-        assert not repeated, f"{source} events sent again after SIGTERM: {repeated[:5]}"
+        assert not repeated, f"{source} events sent again after the stop: {repeated[:5]}"
 
 
 def test_sigkill_during_the_first_poll_loses_nothing_of_the_first_window(

@@ -9,6 +9,7 @@ from ``/_sim/tokens``, before and after a forced token refresh).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import socket
@@ -169,6 +170,15 @@ def test_client_secret_and_tokens_never_appear_and_metrics_bind_where_configured
     assert len(tokens) >= 2, "the refresh did not happen: only one token to look for"
     assert_nothing_leaks([sim.client_secret, *tokens], outputs)
     assert "AADSTS7000215" in outputs["collector stdout and stderr"], "the failure went unlogged"
+    private = {
+        str(event[field])
+        for event in map(json.loads, outputs["the SIEM"].splitlines())
+        for field in ("id", "userPrincipalName", "userId", "ipAddress", "correlationId")
+        if event.get(field)
+    }
+    assert private, "no delivered events to look for"
+    served_text = outputs["metrics listener"]
+    assert [value for value in private if value in served_text] == []
 
 
 def write_certificate(directory: Path) -> tuple[Path, str, bytes]:
