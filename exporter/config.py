@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -552,7 +552,7 @@ def _sink(raw: Any, path: str) -> SyslogSinkConfig:
     )
 
 
-def _unique(items: tuple[SourceConfig, ...] | tuple[SyslogSinkConfig, ...], path: str) -> None:
+def _unique(items: Sequence[SourceConfig | SyslogSinkConfig], path: str) -> None:
     seen: set[str] = set()
     for index, item in enumerate(items):
         if item.name in seen:

@@ -167,42 +167,48 @@ class GraphClient:
         token_refreshed = False
         while True:
             response = self._send(source, url)
-            status = response.status_code if response is not None else None
             now = self.clock.now()
-            if status == 200:
+            if response is None:
+                failure: GraphError = GraphNetworkError(f"cannot reach {urlsplit(url).netloc}")
+            elif response.status_code == 200:
                 try:
                     return parse_page(response.content)
                 except MalformedPageError as exc:
-                    failure: GraphError = exc
-            elif status in THROTTLE_STATUSES:
+                    failure = exc
+            elif response.status_code in THROTTLE_STATUSES:
                 throttles += 1
                 self.throttled += 1
-                self.metrics.throttle_retries.labels(source, str(status)).inc()
+                self.metrics.throttle_retries.labels(source, str(response.status_code)).inc()
                 if throttles > MAX_THROTTLE_RETRIES:
-                    raise GraphHTTPError(status, "throttled", "still throttled after many retries")
+                    raise GraphHTTPError(
+                        response.status_code, "throttled", "still throttled after many retries"
+                    )
                 delay = parse_retry_after(response.headers.get("Retry-After"), now)
                 if delay is None:
                     delay = backoff(throttles - 1, rng=self.rng)
                 self.budget.block_until(now + delay)
-                log.info("throttled", extra=fields(source=source, status=status, wait=delay))
+                log.info(
+                    "throttled",
+                    extra=fields(source=source, status=response.status_code, wait=delay),
+                )
                 continue
-            elif status == 401 and not token_refreshed:
+            elif response.status_code == 401 and not token_refreshed:
                 token_refreshed = True
                 self.tokens.invalidate()
                 continue
-            elif status is None:
-                failure = GraphNetworkError(f"cannot reach {urlsplit(url).netloc}")
-            elif status in SERVER_ERROR_STATUSES:
+            elif response.status_code in SERVER_ERROR_STATUSES:
                 code, message = graph_error_code(response.content)
-                failure = GraphHTTPError(status, code, message)
+                failure = GraphHTTPError(response.status_code, code, message)
             else:
                 code, message = graph_error_code(response.content)
                 self.metrics.api_errors.labels(source, "http_error").inc()
                 log.error(
                     "graph request refused",
-                    extra=fields(source=source, status=status, code=code, message=message),
+                    extra=fields(
+                        source=source, status=response.status_code, code=code, message=message
+                    ),
                 )
-                raise GraphHTTPError(status, code, message)
+                raise GraphHTTPError(response.status_code, code, message)
             failures += 1
             self.metrics.api_errors.labels(source, failure.reason).inc()
             log.warning(

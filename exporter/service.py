@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry
 
@@ -73,7 +74,7 @@ class Exporter:
             for source, session in zip(config.sources, self.graph_sessions, strict=True)
         ]
         self.threads: list[threading.Thread] = []
-        self.http_server = None
+        self.http_server: WSGIServer | None = None
 
     def start(self) -> None:
         """Serve metrics and start one thread per source."""
@@ -84,14 +85,13 @@ class Exporter:
             thread = threading.Thread(target=loop.run, name=f"source-{loop.source.name}")
             thread.start()
             self.threads.append(thread)
-        host, port = self.http_server.server_address[:2]
         log.info(
             "siem-exporter started",
             extra=fields(
                 version=__version__,
                 sources=[s.name for s in self.config.sources],
                 sinks=[s.name for s in self.config.sinks],
-                metrics=f"http://{host}:{port}/metrics",
+                metrics=f"http://{self.config.metrics_listen[0]}:{self.metrics_port}/metrics",
             ),
         )
 

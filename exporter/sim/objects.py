@@ -68,7 +68,7 @@ _FAILURES = (
         "This error occurred due to 'Keep me signed in' interrupt when the user was signing in.",
     ),
 )
-_CA_POLICIES = (
+_CA_POLICIES: tuple[tuple[str, list[str], list[str]], ...] = (
     ("Require MFA for admins", ["Mfa"], []),
     ("Block legacy authentication", ["Block"], []),
     ("Sign-in frequency – 8 h", [], ["SignInFrequency"]),  # noqa: RUF001 (non-ASCII on purpose)

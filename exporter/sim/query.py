@@ -69,7 +69,8 @@ def iso_to_fraction(text: str) -> Fraction:
     if match is None:
         raise QueryError(f"'{text}' is not a valid DateTimeOffset literal")
     try:
-        stamp = dt.datetime(*(int(g) for g in match.groups()[:6]), tzinfo=dt.UTC)
+        year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+        stamp = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
     except ValueError as exc:
         raise QueryError(f"'{text}' is not a valid DateTimeOffset literal") from exc
     whole = calendar.timegm(stamp.utctimetuple())

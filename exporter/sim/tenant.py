@@ -702,7 +702,9 @@ class SimulatedTenant:
 
     def _next_link(self, request: Request, source: Source, cursor: Cursor) -> str:
         query = parse_qs(urlsplit(request.target).query)
-        params = {name: query[name][0] for name in ("$filter", "$top") if name in query}
+        params: dict[str, str] = {
+            name: query[name][0] for name in ("$filter", "$top") if name in query
+        }
         params["$skiptoken"] = encode_cursor(cursor)
         return f"{self.base_url}{source.path}?{urlencode(params, quote_via=quote, safe='$:')}"
 
