@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.retry import backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
+_NOT_URL_TEXT = re.compile(r"[\x00-\x20\x7f]")
 
 THROTTLE_STATUSES = frozenset({429, 503, 504})
 SERVER_ERROR_STATUSES = frozenset({500, 502})
@@ -67,7 +69,14 @@ def first_page_url(graph_url: str, source: SourceConfig, start: float, end: floa
 
 
 def same_origin(url: str, graph_url: str) -> bool:
-    """True when ``url`` has the scheme, host and port of ``graph_url`` (default ports filled in)."""
+    """True when ``url`` has the scheme, host and port of ``graph_url`` (default ports filled in).
+
+    A URL holding a control character or a space is never the same origin: ``urlsplit``
+    strips or drops such characters while urllib3 keeps them, so the two parsers could
+    disagree on where the bearer token goes. Graph's nextLinks never hold one.
+    """
+    if _NOT_URL_TEXT.search(url):
+        return False
     try:
         link, base = urlsplit(url), urlsplit(graph_url)
         link_port = link.port or (443 if link.scheme == "https" else 80)
