@@ -1,0 +1,143 @@
+"""Delivery's decisions: every sink, retried until it accepts, and never a success on shutdown.
+
+The transports are stand-ins that accept or refuse on cue, so the retry and bookkeeping
+logic of :class:`Delivery` is driven in manual time; what a real transport puts on the wire
+is tested against rsyslogd in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from exporter.clock import ManualClock
+from exporter.config import SyslogSinkConfig
+from exporter.delivery import Delivery, OutgoingEvent, Sink
+from exporter.metrics import ExporterMetrics, Health
+from exporter.syslog import SinkUnavailable
+
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class ScriptedTransport:
+    """Refuses the first ``refusals`` batches, then accepts and keeps each one."""
+
+    def __init__(self, refusals: int = 0) -> None:
+        self.refusals = refusals
+        self.accepted: list[list[bytes]] = []
+        self.attempts = 0
+
+    def deliver(self, messages: Sequence[bytes]) -> None:
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise SinkUnavailable("scripted refusal")
+        self.accepted.append(list(messages))
+
+    def close(self) -> None:
+        return
+
+
+class StoppingClock(ManualClock):
+    """A clock whose sleeps report a shutdown once ``stop_after`` sleeps were taken."""
+
+    def __init__(self, stop_after: int) -> None:
+        super().__init__()
+        self.stop_after = stop_after
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        super().sleep(seconds)
+        return len(self.sleeps) >= self.stop_after
+
+
+def sink(name: str, transport: ScriptedTransport) -> Sink:
+    built = Sink(
+        SyslogSinkConfig(
+            name=name,
+            host="siem.invalid",
+            port=6514,
+            protocol="tcp",
+            framing="octet-counting",
+            ca_file=None,
+            facility=16,
+            hostname="collector-1",
+        )
+    )
+    built.transport = transport  # type: ignore[assignment]
+    return built
+
+
+def batch(count: int) -> list[OutgoingEvent]:
+    return [OutgoingEvent({"id": f"event-{n}", "n": n}, WHEN) for n in range(count)]
+
+
+def delivery_for(
+    sinks: Sequence[Sink], clock: ManualClock
+) -> tuple[Delivery, CollectorRegistry, Health]:
+    registry = CollectorRegistry()
+    health = Health()
+    return Delivery(sinks, ExporterMetrics(registry), health, clock), registry, health
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(f"siem_exporter_{name}", labels) or 0.0
+
+
+def test_every_sink_gets_the_batch_once_and_each_acceptance_is_counted() -> None:
+    first, second = ScriptedTransport(), ScriptedTransport()
+    delivery, registry, _ = delivery_for([sink("a", first), sink("b", second)], ManualClock())
+    assert delivery.send("signins", batch(3)) is True
+    for transport in (first, second):
+        assert len(transport.accepted) == 1
+        assert [m.split(b" ", 7)[7] for m in transport.accepted[0]] == [
+            b'{"id":"event-%d","n":%d}' % (n, n) for n in range(3)
+        ]
+    assert sample(registry, "events_sent_total", source="signins", sink="a") == 3
+    assert sample(registry, "events_sent_total", source="signins", sink="b") == 3
+
+
+def test_a_refusing_sink_is_retried_with_backoff_and_the_other_is_not_sent_it_again() -> None:
+    steady, flaky = ScriptedTransport(), ScriptedTransport(refusals=3)
+    clock = StoppingClock(stop_after=100)
+    delivery, registry, health = delivery_for([sink("a", steady), sink("b", flaky)], clock)
+    assert delivery.send("signins", batch(2)) is True
+    assert len(steady.accepted) == 1, "the sink that accepted was sent the batch again"
+    assert flaky.attempts == 4 and len(flaky.accepted) == 1
+    ceilings = [min(30.0, 0.5 * 2**attempt) for attempt in range(3)]
+    assert len(clock.sleeps) == 3
+    assert all(c / 2 <= slept <= c for slept, c in zip(clock.sleeps, ceilings, strict=True))
+    assert sample(registry, "sink_errors_total", sink="b") == 3
+    assert sample(registry, "sink_errors_total", sink="a") == 0
+    assert sample(registry, "sink_up", sink="b") == 1
+    assert health.ready() == (True, "ok")
+
+
+def test_a_sink_down_shows_in_readiness_until_it_accepts() -> None:
+    down = ScriptedTransport(refusals=10)
+    clock = StoppingClock(stop_after=2)
+    delivery, registry, health = delivery_for([sink("a", down)], clock)
+    assert delivery.send("signins", batch(1)) is False
+    assert health.ready() == (False, "sink down: a")
+    assert sample(registry, "sink_up", sink="a") == 0
+
+
+def test_a_shutdown_during_retries_is_never_reported_as_delivered() -> None:
+    refusing, later = ScriptedTransport(refusals=10), ScriptedTransport()
+    clock = StoppingClock(stop_after=2)
+    delivery, registry, _ = delivery_for([sink("a", refusing), sink("b", later)], clock)
+    assert delivery.send("signins", batch(5)) is False
+    assert refusing.accepted == [] and later.attempts == 0
+    assert sample(registry, "events_sent_total", source="signins", sink="a") == 0
+
+
+def test_a_message_sent_without_retry_is_tried_once() -> None:
+    refusing = ScriptedTransport(refusals=1)
+    clock = StoppingClock(stop_after=100)
+    delivery, registry, _ = delivery_for([sink("a", refusing)], clock)
+    warning = b"<132>1 - - siem-exporter - warning - WARNING: x"
+    assert delivery.send_messages(delivery.sinks[0], [warning], retry=False) is False
+    assert refusing.attempts == 1 and clock.sleeps == []
+    assert sample(registry, "sink_errors_total", sink="a") == 1
