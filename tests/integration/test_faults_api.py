@@ -175,3 +175,56 @@ def test_throttling_storm_is_waited_out_never_early_and_loses_nothing(
     }
     assert retries["429"] == stats["throttled"], (retries, stats["throttled"])
     assert retries["503"] == 4
+
+
+def test_queries_abandoned_after_server_errors_or_malformed_pages_skip_nothing(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    """Six failed attempts at one page abandon the query (500s, then pages cut short); the
+    tier runs it again later, and every event of the stretch it was reading still arrives."""
+    sources = ("signins",)
+    with RsyslogReceiver() as receiver:
+        config = collector_config(
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            lookback="3m",
+            sources=sources,
+            page_size=100,
+        )
+        with start_collector(config, tmp_path) as collector:
+            started = time.time()
+            collector.wait_ready()
+            for fault in ("graph_500", "malformed_pages"):
+                sim.set_faults(**{fault: 6})
+                wait_until(lambda fault=fault: sim.stats()["faults"][fault] == 0, timeout=60)
+                wait_until(lambda fault=fault: abandoned(collector, fault), timeout=60)
+            frozen_at = sim.freeze()
+            wait_for_polls_after(collector, sources, frozen_at, timeout=90)
+            metrics = collector.metrics()
+            assert collector.terminate() == 0
+        assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
+    for reason in ("http_error", "malformed_page"):
+        assert (
+            metric_value(metrics, "siem_exporter_api_errors_total", source="signins", reason=reason)
+            >= 6
+        )
+
+
+ABANDONED_BY = {"graph_500": "http_error", "malformed_pages": "malformed_page"}
+
+
+def abandoned(collector: Any, fault: str) -> bool:
+    """Whether the collector logged a query abandoned for the reason ``fault`` produces."""
+    for line in collector.logs().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            record.get("msg") == "query abandoned, the tier retries"
+            and record.get("reason") == ABANDONED_BY[fault]
+        ):
+            return True
+    return False
