@@ -40,18 +40,21 @@ class RequestBudget:
         self._lock = threading.Lock()
 
     def acquire(self) -> tuple[float, bool]:
-        """Wait for a slot and take it; returns (seconds waited, interrupted by shutdown)."""
-        waited = 0.0
+        """Wait for a slot and take it; returns (seconds waited, interrupted by shutdown).
+
+        The wait is measured on the clock, not summed from what was asked of it: a sleep
+        may end early, and the loop then asks again for the rest.
+        """
+        began = self.clock.now()
         while True:
             with self._lock:
                 now = self.clock.now()
                 slot = next_slot(self._sent, now, self.requests, self.per, self._blocked_until)
                 if slot <= now:
                     self._sent.append(now)
-                    return waited, False
+                    return now - began, False
             if self.clock.sleep(slot - now):
-                return waited, True
-            waited += slot - now
+                return self.clock.now() - began, True
 
     def block_until(self, until: float) -> None:
         """After a 429 with Retry-After: nobody sends before ``until``."""

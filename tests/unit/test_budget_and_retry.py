@@ -90,3 +90,56 @@ def test_budget_shares_give_a_busy_source_what_a_quiet_one_leaves() -> None:
     assert shares.available("signins") == 0.48
     shares.publish("signins", 0.45)
     assert shares.available("directoryAudits") == 0.25, "never less than an equal share"
+
+
+class FixedDraw(random.Random):
+    """A random source whose every draw is ``value``: the extremes of the jitter."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_backoff_doubles_from_one_second_and_is_capped_at_a_minute() -> None:
+    low, high = FixedDraw(0.0), FixedDraw(0.999999)
+    assert [backoff(n, rng=low) for n in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert 59.99 < backoff(10, rng=high) <= 60.0
+    assert 59.99 < backoff(10_000, rng=high) <= 60.0
+    assert 0.5 <= backoff(0) <= 1.0
+
+
+def test_backoff_draws_its_jitter_from_the_injected_source_only() -> None:
+    draws = [backoff(3, rng=random.Random(seed)) for seed in range(20)]
+    assert draws == [backoff(3, rng=random.Random(seed)) for seed in range(20)]
+    assert len(set(draws)) > 1
+
+
+class EarlyWakingClock(ManualClock):
+    """Sleeps at most ``step`` seconds at a time, as a real sleep may wake early."""
+
+    def __init__(self, step: float, stop_at: float = float("inf")) -> None:
+        super().__init__(0.0)
+        self.step = step
+        self.stop_at = stop_at
+
+    def sleep(self, seconds: float) -> bool:
+        super().sleep(min(seconds, self.step))
+        return self.now() >= self.stop_at
+
+
+def test_a_free_slot_is_taken_at_once_and_a_wait_is_slept_and_summed() -> None:
+    clock = EarlyWakingClock(step=3.0)
+    budget = RequestBudget(1, 10.0, clock)
+    assert budget.acquire() == (0.0, False)
+    assert budget.acquire() == (10.0, False), "three wake-ups of 3, 3, 3 and one of 1 second"
+    assert clock.now() == 10.0
+
+
+def test_a_shutdown_while_waiting_for_the_budget_is_reported() -> None:
+    clock = EarlyWakingClock(step=3.0, stop_at=5.0)
+    budget = RequestBudget(1, 10.0, clock)
+    budget.acquire()
+    assert budget.acquire() == (6.0, True), "stopped at the second wake-up, 6 s in"
