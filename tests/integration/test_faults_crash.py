@@ -36,6 +36,7 @@ SOURCES = ("signins", "directoryAudits")
 LOOKBACK = "3m"
 LOOKBACK_SECONDS = 180.0
 PAGE_SIZE = 10
+RESTART_PAGE_SIZE = 100
 BURST = 1500
 BUDGET = 200  # requests per 10 s, on both sides: a 3-minute window of 10-event pages in ~5 s
 
@@ -105,9 +106,17 @@ def signal_mid_burst(sim: SimProcess, collector: CollectorProcess, signum: int) 
 def finish_on_same_state(
     sim: SimProcess, config: dict[str, Any], workdir: Path
 ) -> tuple[float, str]:
-    """Restart on the same state, freeze the world, let every source catch up; (frozen, metrics)."""
-    config["metrics"]["listen"] = f"127.0.0.1:{free_port()}"
-    with start_collector(config, workdir) as collector:
+    """Restart on the same state, freeze the world, let every source catch up; (frozen, metrics).
+
+    The restart reads pages ten times larger: small pages only matter for where the signal
+    landed, and the ledger, not the page size, decides what is sent again.
+    """
+    restart = {
+        **config,
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        "sources": [{**source, "page_size": RESTART_PAGE_SIZE} for source in config["sources"]],
+    }
+    with start_collector(restart, workdir) as collector:
         collector.wait_ready(timeout=90)
         frozen_at = sim.freeze()
         wait_for_polls_after(collector, SOURCES, frozen_at, timeout=120)
