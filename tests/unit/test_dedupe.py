@@ -42,6 +42,22 @@ def test_event_keys() -> None:
     assert key != event_key({**no_id, "x": [2, 1]})[0]
 
 
+def test_keys_stay_those_earlier_versions_wrote_into_the_ledger() -> None:
+    """The ledger outlives upgrades: a key computed differently would re-send its event."""
+    keys = {
+        "guid": event_key({"id": "4a1b2c3d-0000-4000-8000-00000000ABCD"}),
+        "text id": event_key({"id": "Directory_4TOS1_71428519"}),
+        "no id": event_key({"activityDateTime": "2026-01-01T00:00:00Z", "x": [1, 2], "n": "Zoë"}),
+        "number id": event_key({"id": 7, "v": 1}),
+    }
+    assert {name: (key.hex(), has_id) for name, (key, has_id) in keys.items()} == {
+        "guid": ("4a1b2c3d00004000800000000000abcd", True),
+        "text id": ("30e3eedf7b5d4206191d8e30e33fce3b", True),
+        "no id": ("71cdbd6b7f9f249b31479ee868da681f", False),
+        "number id": ("45096f1986e271dcd87b01ce6454d976", False),
+    }
+
+
 guid_like = st.one_of(
     st.uuids().map(str),
     st.uuids().map(lambda u: str(u).upper()),

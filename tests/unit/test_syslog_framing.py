@@ -171,17 +171,19 @@ def test_missing_timestamp_is_nilvalue_and_naive_is_refused() -> None:
 @given(
     st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)),
     st.text("0123456789", min_size=0, max_size=9),
-    st.sampled_from(["Z", "+00:00", "+05:30", "-08:00", "-00:00", "+14:00"]),
+    st.sampled_from(["Z", "z", "+00:00", "+05:30", "-08:00", "-00:00", "+14:00"]),
+    st.sampled_from("Tt"),
 )
 def test_graph_timestamps_parse_with_truncated_fraction(
-    moment: datetime, digits: str, zone: str
+    moment: datetime, digits: str, zone: str, separator: str
 ) -> None:
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "") + zone
+    stamp = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    text = stamp + (f".{digits}" if digits else "") + zone
     parsed = parse_event_time(text)
     assert parsed is not None
     assert parsed.utcoffset() == timedelta(0)
     expected_micro = int(Decimal(f"0.{digits or 0}") * 1_000_000)
-    offset = timedelta(0) if zone == "Z" else _offset(zone)
+    offset = timedelta(0) if zone in "Zz" else _offset(zone)
     expected = moment.replace(microsecond=expected_micro, tzinfo=timezone(offset))
     assert parsed == expected
     if len(digits) > 6:
