@@ -243,6 +243,8 @@ class SourceLoop:
             self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
             self.metrics.tier_age.labels(name, tier.name).set(tier.age)
             self.metrics.tier_planned_rate.labels(name, tier.name).set(tier.requests_per_second)
+            if not tier.is_fresh:
+                self.metrics.late_events_found.labels(name, tier.name)
         self.planned_rate = self.rate
 
     def _replan(self, now: float) -> None:
@@ -475,11 +477,12 @@ class SourceLoop:
         )
         outcome.new += len(fresh)
         if run.first_for_tier:
-            return
+            return  # the backlog from before this process started, not lateness
         if run.tier.is_fresh:
             lags = arrival_lags(fresh, now, self.previous_fresh_start)
             self.lags.observe(lags, now)
         else:
+            self.metrics.late_events_found.labels(name, run.tier.name).inc(len(fresh))
             lags = [now - item.event_time for item in fresh if item.event_time is not None]
         arrival_lag = self.metrics.arrival_lag.labels(name)
         for lag in lags:

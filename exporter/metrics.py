@@ -160,6 +160,12 @@ class ExporterMetrics:
         self.tier_requests = counter(
             "tier_requests", "Pages fetched by each tier.", ["source", "tier"]
         )
+        self.late_events_found = counter(
+            "late_events_found",
+            "New events found by a tier other than the fresh query: what a collector "
+            "without overlapping sweeps would have lost.",
+            ["source", "tier"],
+        )
         self.tier_budget_wait = counter(
             "tier_budget_wait_seconds",
             "Time each tier's pages waited for the request budget.",

@@ -240,6 +240,18 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     )
     assert guaranteed == 4 * HOUR
 
+    def found(tier: str) -> float | None:
+        return registry.get_sample_value(
+            "siem_exporter_late_events_found_total", {"source": "signins", "tier": tier}
+        )
+
+    hours_late = {
+        e.id for e in events if e.event_time >= START and e.available_at - e.event_time >= HOUR
+    } & set(delivery.delivered)
+    assert hours_late, "the run has events only a sweep can find"
+    assert found("fresh") is None, "the fresh query's finds are not late finds"
+    assert sum(found(t) or 0.0 for t in tiers) >= len(hours_late)
+
 
 def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None:
     duration = 6 * HOUR
