@@ -1,13 +1,22 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures shared by the end-to-end tests, and the hypothesis profile CI runs with."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.stack import SimProcess, start_sim
+
+# In CI the property tests draw the same examples every run, so a submission that passed
+# here passes there; a developer's run draws new ones and so keeps exploring. A failure
+# prints the blob to reproduce it.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
