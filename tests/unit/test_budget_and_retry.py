@@ -121,7 +121,7 @@ class EarlyWakingClock(ManualClock):
     """Sleeps at most ``step`` seconds at a time, as a real sleep may wake early."""
 
     def __init__(self, step: float, stop_at: float = float("inf")) -> None:
-        super().__init__(0.0)
+        super().__init__(1000.0)
         self.step = step
         self.stop_at = stop_at
 
@@ -135,11 +135,11 @@ def test_a_free_slot_is_taken_at_once_and_a_wait_is_slept_and_summed() -> None:
     budget = RequestBudget(1, 10.0, clock)
     assert budget.acquire() == (0.0, False)
     assert budget.acquire() == (10.0, False), "three wake-ups of 3, 3, 3 and one of 1 second"
-    assert clock.now() == 10.0
+    assert clock.now() == 1010.0
 
 
 def test_a_shutdown_while_waiting_for_the_budget_is_reported() -> None:
-    clock = EarlyWakingClock(step=3.0, stop_at=5.0)
+    clock = EarlyWakingClock(step=3.0, stop_at=1005.0)
     budget = RequestBudget(1, 10.0, clock)
     budget.acquire()
     assert budget.acquire() == (6.0, True), "stopped at the second wake-up, 6 s in"
