@@ -23,13 +23,13 @@ from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.delivery import Delivery, OutgoingEvent
 from exporter.errors import GraphError, StateError, TokenError
+from exporter.eventtime import parse_event_time
 from exporter.graph import Interrupted, Page
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger, event_key
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.retry import backoff
-from exporter.syslog import parse_event_time
 from exporter.window import (
     DEEPEST,
     FRESH_QUANTILE,

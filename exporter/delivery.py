@@ -19,11 +19,13 @@ from exporter.config import SyslogSinkConfig
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.retry import backoff
-from exporter.syslog import SinkError, SyslogTransport, format_message
+from exporter.syslog import SinkError, SyslogTransport, format_message, format_text_message
 
 log = logging.getLogger(__name__)
 
 SINK_RETRY_CAP = 30.0
+WARNING_MSGID = "warning"
+WARNING_SEVERITY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,18 @@ class Sink:
             hostname=self.config.hostname,
             procid=self.procid,
             facility=self.config.facility,
+        )
+
+    def format_warning(self, text: str, timestamp: datetime) -> bytes:
+        """An in-band WARNING line (MSGID ``warning``, severity warning) for this sink."""
+        return format_text_message(
+            text,
+            msgid=WARNING_MSGID,
+            timestamp=timestamp,
+            hostname=self.config.hostname,
+            procid=self.procid,
+            facility=self.config.facility,
+            severity=WARNING_SEVERITY,
         )
 
 
@@ -107,6 +121,11 @@ class Delivery:
             self.metrics.sink_up.labels(sink.name).set(1)
             self.health.sink_state(sink.name, up=True)
             return True
+
+    def send_warning(self, text: str, timestamp: datetime) -> None:
+        """Send one in-band warning to every sink, once: a sink that is down has bigger news."""
+        for sink in self.sinks:
+            self.send_messages(sink, [sink.format_warning(text, timestamp)], retry=False)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -18,11 +18,9 @@ from exporter.clock import Clock
 from exporter.config import format_duration
 from exporter.delivery import Delivery
 from exporter.logs import fields
-from exporter.syslog import format_text_message
 
 log = logging.getLogger(__name__)
 
-WARNING_MSGID = "warning"
 DRIFT_SHARE = 0.75
 THROTTLED_PER_POLL = 3
 REPEAT_SECONDS = 900.0
@@ -84,15 +82,4 @@ class InbandWarnings:
         log.warning(text, extra=fields(source=source, condition=condition))
         if not self.enabled:
             return
-        timestamp = datetime.fromtimestamp(now, UTC)
-        for sink in self.delivery.sinks:
-            message = format_text_message(
-                f"WARNING: {text}",
-                msgid=WARNING_MSGID,
-                timestamp=timestamp,
-                hostname=sink.config.hostname,
-                procid=sink.procid,
-                facility=sink.config.facility,
-                severity=4,
-            )
-            self.delivery.send_messages(sink, [message], retry=False)
+        self.delivery.send_warning(f"WARNING: {text}", datetime.fromtimestamp(now, UTC))

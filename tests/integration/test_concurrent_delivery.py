@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry
 from exporter.clock import RealClock
 from exporter.config import SyslogSinkConfig
 from exporter.delivery import Delivery, OutgoingEvent, Sink
+from exporter.eventtime import parse_event_time
 from exporter.metrics import ExporterMetrics, Health
 from exporter.sim.objects import tenant_scale_signin
 from exporter.sim.timeline import TICKS_PER_SECOND
-from exporter.syslog import FACILITIES, parse_event_time
+from exporter.syslog import FACILITIES
 from tests.rsyslog import RsyslogReceiver
 
 SOURCES = ("signins", "noninteractive", "serviceprincipal")

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.eventtime import parse_event_time
 from exporter.syslog import (
     FACILITIES,
     MAX_UDP_DATAGRAM,
@@ -20,7 +21,6 @@ from exporter.syslog import (
     format_message,
     format_text_message,
     frame,
-    parse_event_time,
 )
 from tests.strategies import HOSTILE_TEXT
 from tests.strategies import json_events as events
