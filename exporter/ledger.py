@@ -6,18 +6,18 @@ recorded only after every sink accepted the event, so a crash can repeat at most
 in flight, never lose it. Commits run with ``synchronous=FULL``: under WAL, ``NORMAL`` may
 roll back the last commits after a power loss, which would repeat more than one page; the
 extra fsync costs about 2 ms per page (``python -m bench.commit_bench``), at most one page
-per two seconds under Graph's budget. Entries are evicted only once their event time lies before any
-window a future query can reach (:func:`exporter.window.eviction_horizon`), so suppression is
-exact.
+per two seconds under Graph's budget. Entries are evicted only once their event time lies
+before any window a future query can reach (:func:`exporter.window.eviction_horizon`), so
+suppression is exact.
 
 The table is ordered by (source, event time, key). A page of events covers a narrow stretch
 of event time, so its lookup is one range scan over neighbouring B-tree pages, which stay
 in SQLite's cache however large the ledger grows: the cost per event grows little
-(``bench/results/ledger.md``). A page spanning a stretch crowded with other deliveries probes
-its keys one by one instead. Eviction
-deletes a prefix of the same order, and no second index is needed. Events whose time
-cannot be read (never seen from Graph, but possible) go to a small side table keyed by key
-alone, evicted by when they were recorded: an event is visible only after it happened.
+(``bench/results/ledger.md``). A page spanning a stretch crowded with other deliveries
+probes its keys one by one instead. Eviction deletes a prefix of the same order, and no
+second index is needed. Events whose time cannot be read (never seen from Graph, but
+possible) go to a small side table keyed by key alone, evicted by when they were recorded:
+an event is visible only after it happened.
 
 Keys are 16 bytes: the GUID itself for GUID ids (sign-ins), else the first 16 bytes of the
 SHA-256 of the id, or, for an event without an id, of its canonical JSON (a stable fallback:
