@@ -36,8 +36,10 @@ from exporter.window import (
     LagHistogram,
     SourcePolicy,
     Tier,
+    describe_waits,
     eviction_horizon,
     guaranteed_lateness,
+    late_event_waits,
     plan_tiers,
     sweep_behind,
     sweep_due,
@@ -239,6 +241,9 @@ class SourceLoop:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
         self.shares.publish(name, sum(tier.requests_per_second for tier in self.tiers))
+        waits = late_event_waits(self.tiers)
+        self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))
+        log.info(describe_waits(waits), extra=fields(source=name))
         for tier in self.tiers:
             self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
             self.metrics.tier_age.labels(name, tier.name).set(tier.age)

@@ -133,6 +133,12 @@ class ExporterMetrics:
             "The lateness certain to be caught now: the oldest age among tiers keeping up.",
             ["source"],
         )
+        self.late_event_max_wait = gauge(
+            "late_event_max_wait_seconds",
+            "The longest a late event (up to max_lookback) can wait after it becomes visible, "
+            "as the current plan stands.",
+            ["source"],
+        )
         self.max_lookback = gauge(
             "max_lookback_seconds", "The configured lateness to cover (max_lookback).", ["source"]
         )

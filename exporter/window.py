@@ -254,6 +254,43 @@ def sweep_behind(now: float, tier: Tier, frontier: float) -> float:
     return max(0.0, now - tier.age - frontier - tier.interval)
 
 
+def late_event_waits(tiers: Sequence[Tier]) -> list[tuple[float, float]]:
+    """How promptly each band of lateness is found: (lateness up to, longest wait), shallow first.
+
+    The wait is counted from when the event became visible. The fresh tier finds an event
+    at most its ``age`` late at its next query, within one ``interval``. A sweep finds an
+    event later than the tier below it once the band holding it has aged past the sweep's
+    ``age``: within ``age + interval`` of its event time, so at most
+    ``age + interval - below`` after it became visible. This is the figure the rescans of
+    spare budget are to shrink; today it is the sweeps' spacing.
+    """
+    waits = []
+    below = 0.0
+    for tier in sorted(tiers, key=lambda t: (t.age, not t.is_fresh)):
+        if tier.age <= below:
+            continue
+        wait = tier.interval if tier.is_fresh else tier.age + tier.interval - below
+        waits.append((tier.age, wait))
+        below = tier.age
+    return waits
+
+
+def describe_waits(waits: Sequence[tuple[float, float]]) -> str:
+    """The plan in plain words, for the log: "late events up to 45m are found within 1m, ..."."""
+    bands = [f"up to {_short(late)} within {_short(wait)}" for late, wait in waits]
+    return "late events " + ", ".join(bands) if bands else "no lateness is covered"
+
+
+def _short(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            value = seconds / size
+            return (
+                f"{value:.0f}{unit}" if value >= 10 or value.is_integer() else f"{value:.1f}{unit}"
+            )
+    return f"{seconds:.0f}s"
+
+
 def guaranteed_lateness(tiers: Sequence[Tier], behind: dict[str, float]) -> float:
     """The deepest lateness certain to be caught now: the oldest age among tiers keeping up."""
     keeping_up = [t.age for t in tiers if behind.get(t.name, 0.0) <= t.interval]

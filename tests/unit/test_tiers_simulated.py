@@ -28,6 +28,7 @@ from exporter.graph import Page
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
+from exporter.window import late_event_waits
 
 HOUR = 3600.0
 START = 1_800_000_000.0
@@ -250,6 +251,9 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     } & set(delivery.delivered)
     assert hours_late, "the run has events only a sweep can find"
     assert found("fresh") is None, "the fresh query's finds are not late finds"
+    assert registry.get_sample_value(
+        "siem_exporter_late_event_max_wait_seconds", {"source": "signins"}
+    ) == max(wait for _, wait in late_event_waits(loop.tiers))
     assert sum(found(t) or 0.0 for t in tiers) >= len(hours_late)
 
 

@@ -15,9 +15,11 @@ from exporter.window import (
     LagHistogram,
     SourcePolicy,
     Tier,
+    describe_waits,
     eviction_horizon,
     fill_pages,
     guaranteed_lateness,
+    late_event_waits,
     pages_for,
     plan_tiers,
     sweep_behind,
@@ -118,3 +120,49 @@ def test_sweep_schedule_and_guarantee() -> None:
 
 def test_eviction_keeps_ten_minutes_below_the_oldest_frontier_for_graph_clock_skew() -> None:
     assert eviction_horizon([9000.0, 5000.0, 7000.0]) == 5000.0 - 600.0
+
+
+def worst_wait(tiers: tuple[Tier, ...], lateness: float) -> float:
+    """The longest an event ``lateness`` late waits after it becomes visible, from the
+    schedule itself: the fresh query sees it at its next run; a sweep at the end of the
+    band holding it, once that band is ``age`` old."""
+    catching = min((t for t in tiers if t.age >= lateness), key=lambda t: t.age)
+    return catching.interval if catching.is_fresh else catching.age + catching.interval - lateness
+
+
+@given(
+    policies(),
+    rates,
+    st.none() | st.floats(min_value=0, max_value=86400),
+    st.floats(min_value=0, max_value=1, exclude_min=True),
+)
+def test_each_band_of_lateness_is_found_within_its_stated_wait(
+    policy: SourcePolicy, rate: float, quantile: float | None, share: float
+) -> None:
+    tiers = plan_tiers(policy, rate, quantile, 0.5)
+    waits = late_event_waits(tiers)
+    assert waits[-1][0] == policy.max_lookback, "the bands reach max_lookback"
+    assert [late for late, _ in waits] == sorted({late for late, _ in waits})
+    below = 0.0
+    for late, wait in waits:
+        lateness = below + share * (late - below)
+        if lateness > below:
+            assert worst_wait(tiers, lateness) <= wait + 1e-6
+        below = late
+
+
+def test_the_plan_in_plain_words() -> None:
+    tiers = (
+        Tier(FRESH, interval=60.0, age=134.0, window=194.0, requests_per_second=0.03),
+        Tier("sweep-1", interval=679.0, age=2700.0, window=679.0, requests_per_second=0.01),
+        Tier(DEEPEST, interval=3600.0, age=90000.0, window=3600.0, requests_per_second=0.01),
+    )
+    waits = late_event_waits(tiers)
+    assert waits == [
+        (134.0, 60.0),
+        (2700.0, 2700.0 + 679.0 - 134.0),
+        (90000.0, 90000.0 + 3600.0 - 2700.0),
+    ]
+    assert describe_waits(waits) == (
+        "late events up to 2.2m within 1m, up to 45m within 54m, up to 1.0d within 1.1d"
+    )
