@@ -13,7 +13,7 @@ whether every event arrived exactly once. The baseline, measured in the same run
 same sim: the same pages fetched and parsed directly with ``requests``, no collector; it
 shows what share of the wall time the collector itself adds.
 
-    python -m bench.pipeline [--events N] [--runs R] [--smoke]
+    python -m bench.pipeline [--events N] [--runs R] [--tenant-scale] [--smoke]
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class SimInfo:
     pid: int
 
 
-def _serve_sim(events: int, workdir: str, conn: multiprocessing.connection.Connection) -> None:
+def _serve_sim(
+    events: int, workdir: str, tenant_scale: bool, conn: multiprocessing.connection.Connection
+) -> None:
     """Child process: a frozen tenant whose ``events`` sign-ins lie within the last hour.
 
     Lateness is at most 0.1 s and the tenant is frozen a moment after start, so nothing
@@ -83,6 +85,7 @@ def _serve_sim(events: int, workdir: str, conn: multiprocessing.connection.Conne
         history=HISTORY_SECONDS,
         lateness=(LatenessBand(1.0, 0.05, 0.1),),
         max_lateness=0.1,
+        tenant_scale_signins=tenant_scale,
     )
     tenant = SimulatedTenant(scenario, Path(workdir))
     tenant.start("127.0.0.1", 0)
@@ -107,11 +110,11 @@ def _serve_sim(events: int, workdir: str, conn: multiprocessing.connection.Conne
 class SimChild:
     """The sim in a spawned child process, so its CPU is not the collector's or ours."""
 
-    def __init__(self, events: int, workdir: Path) -> None:
+    def __init__(self, events: int, workdir: Path, tenant_scale: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=_serve_sim, args=(events, str(workdir), child_conn), daemon=True
+            target=_serve_sim, args=(events, str(workdir), tenant_scale, child_conn), daemon=True
         )
 
     def __enter__(self) -> SimInfo:
@@ -365,14 +368,19 @@ def _mb(value: float) -> str:
 
 
 def benchmark(
-    events: int, runs: int, results_dir: Path, timeout: float, name: str = "pipeline"
+    events: int,
+    runs: int,
+    results_dir: Path,
+    timeout: float,
+    name: str = "pipeline",
+    tenant_scale: bool = False,
 ) -> dict[str, float]:
     """Run the baseline and the collector ``runs`` times each; write the table; return medians."""
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         workdir = Path(tmp)
         receiver = FrameCounter()
         try:
-            with SimChild(events, workdir / "sim") as sim:
+            with SimChild(events, workdir / "sim", tenant_scale) as sim:
                 fetches = [fetch_directly(sim) for _ in range(runs)]
                 collected = [
                     run_collector(sim, receiver, workdir / f"run-{n}", timeout) for n in range(runs)
@@ -458,7 +466,8 @@ def benchmark(
         f"({visible:,} sign-ins of about 1.9 kB, pages of {PAGE_SIZE}, budget lifted); "
         "each collector run starts with an empty ledger. Ratio: against the baseline. "
         "Per core: events per CPU-second of the collector process (utime + stime).",
-        "Command: `python -m bench.pipeline " + f"--events {events} --runs {runs}`.",
+        "Command: `python -m bench.pipeline "
+        + f"--events {events} --runs {runs}{' --tenant-scale' if tenant_scale else ''}`.",
     ]
     write_table(
         name,
@@ -480,12 +489,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="5000 events, 1 run, written to pipeline-smoke.md: does it still work?",
     )
+    parser.add_argument(
+        "--tenant-scale",
+        action="store_true",
+        help="sign-ins of about 11.5 KB, as a real tenant's, instead of bare 2 KB ones",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.smoke:
         args.events, args.runs, args.timeout = 5000, 1, 120.0
     name = "pipeline-smoke" if args.smoke else "pipeline"
-    benchmark(args.events, args.runs, args.results_dir, args.timeout, name)
+    if args.tenant_scale:
+        name += "-tenant-scale"
+    benchmark(args.events, args.runs, args.results_dir, args.timeout, name, args.tenant_scale)
     return 0
 
 

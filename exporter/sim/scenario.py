@@ -14,6 +14,8 @@ class Scenario:
     Rates are events per second per source; `history` seconds of events exist before the
     tenant starts; lateness is a mixture of log-uniform bands capped at `max_lateness`;
     the Graph budget is `budget_requests` per sliding `budget_seconds` across both sources.
+    `tenant_scale_signins` serves sign-ins of about 11.5 KB, as a real tenant's are
+    (:func:`exporter.sim.objects.tenant_scale_signin`), instead of bare 2 KB ones.
     """
 
     name: str
@@ -26,6 +28,7 @@ class Scenario:
     budget_seconds: float = 10.0
     token_lifetime: int = 3599
     seed: int = 1
+    tenant_scale_signins: bool = False
 
     def lateness_model(self) -> LatenessModel:
         """The lateness distribution the timelines draw from."""

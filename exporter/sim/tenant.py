@@ -200,6 +200,9 @@ class SimulatedTenant:
             )
             for source in SOURCES.values()
         }
+        self._make_object = {source.name: source.make_object for source in SOURCES.values()}
+        if scenario.tenant_scale_signins:
+            self._make_object["signIns"] = objects.tenant_scale_signin
         self._faults = Faults()
         self._budget = (scenario.budget_requests, scenario.budget_seconds)
         self._recent: deque[float] = deque()
@@ -676,7 +679,8 @@ class SimulatedTenant:
         body: JsonObject = {
             "@odata.context": f"{self.base_url}/v1.0/$metadata#auditLogs/{source.name}",
             "value": [
-                self._injected[source.name].get(e.seq) or source.make_object(seed, e.seq, e.ticks)
+                self._injected[source.name].get(e.seq)
+                or self._make_object[source.name](seed, e.seq, e.ticks)
                 for e in page
             ],
         }

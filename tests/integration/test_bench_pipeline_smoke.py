@@ -18,11 +18,17 @@ from bench import commit_bench, ledger_bench, pipeline
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("tenant_scale", [False, True], ids=["bare", "tenant-scale"])
 def test_pipeline_smoke_delivers_every_event_once_and_reports_sane_figures(
-    tmp_path: Path,
+    tmp_path: Path, tenant_scale: bool
 ) -> None:
     figures = pipeline.benchmark(
-        events=5000, runs=1, results_dir=tmp_path, timeout=120.0, name="pipeline-smoke"
+        events=5000,
+        runs=1,
+        results_dir=tmp_path,
+        timeout=120.0,
+        name="pipeline-smoke",
+        tenant_scale=tenant_scale,
     )
     # benchmark() raises unless every generated event was received exactly once.
     assert figures["events"] > 4000

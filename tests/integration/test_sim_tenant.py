@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import os
@@ -443,3 +444,24 @@ def test_serve_prints_one_json_line_and_stops_cleanly_on_sigterm(tmp_path: Path)
     assert announced["scenario"] == "test"
     assert response.status_code == 200
     assert status == 0
+
+
+def test_a_tenant_scale_scenario_serves_sign_ins_of_about_11_5_kb(
+    tmp_path: Path, clock: ManualClock, session: requests.Session
+) -> None:
+    scenario = dataclasses.replace(SCENARIOS["test"], tenant_scale_signins=True)
+    sim = SimulatedTenant(scenario, tmp_path / "sim", clock=clock)
+    sim.start("127.0.0.1", 0)
+    try:
+        token = msal_app(sim, session, sim.client_secret).acquire_token_for_client(
+            scopes=[f"{sim.base_url}/.default"]
+        )["access_token"]
+        response = graph_get(sim, session, token, "/v1.0/auditLogs/signIns", {"$top": "200"})
+    finally:
+        sim.stop()
+    assert response.status_code == 200
+    events = response.json()["value"]
+    sizes = [len(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode()) for e in events]
+    assert len(sizes) == 200
+    assert 10_500 < sum(sizes) / len(sizes) < 12_500
+    assert all(len(e["appliedConditionalAccessPolicies"]) == 18 for e in events)
