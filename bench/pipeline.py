@@ -463,7 +463,8 @@ def benchmark(
     ]
     notes = [
         f"Medians of {runs} runs of each, measured in the same run on the same frozen sim "
-        f"({visible:,} sign-ins of about 1.9 kB, pages of {PAGE_SIZE}, budget lifted); "
+        f"({visible:,} sign-ins of about {'11.8' if tenant_scale else '1.9'} kB, "
+        f"pages of {PAGE_SIZE}, budget lifted); "
         "each collector run starts with an empty ledger. Ratio: against the baseline. "
         "Per core: events per CPU-second of the collector process (utime + stime).",
         "Command: `python -m bench.pipeline "
