@@ -12,6 +12,7 @@ after a crash, and nothing is lost.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,12 @@ from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger, event_key
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
+from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
 from exporter.retry import backoff
 from exporter.window import (
     DEEPEST,
     FRESH_QUANTILE,
+    LAG_HALF_LIFE,
     LagHistogram,
     SourcePolicy,
     Tier,
@@ -199,7 +202,7 @@ class SourceLoop:
         self.stop = stop
         self.warnings = warnings
         budget = budget or BudgetConfig(requests=5, per=10.0)
-        self.shares = shares or BudgetShares(budget.rate, 1)
+        self.shares = shares or BudgetShares(budget.usable, 1)
         self.policy = SourcePolicy(
             source.poll_interval, source.lookback, source.max_lookback, source.page_size
         )
@@ -208,6 +211,12 @@ class SourceLoop:
         self.rate = 0.0
         self.planned_rate = 0.0
         self.tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
+        self.rescans: tuple[Tier, ...] = ()
+        self.found_late = LagHistogram()  # ages at which sweeps and rescans find late events
+        self.planned_yields: list[float] = []
+        self.rescan_starts: dict[str, float] = {}
+        self.plan_words = ""
+        self.rescans_shrunk = False
         self.last_complete = ledger.checkpoint(name, CHECKPOINT_LAST_COMPLETE)
         self.last_fresh_start = ledger.checkpoint(name, CHECKPOINT_LAST_START)
         self.newest_event_time = ledger.checkpoint(name, CHECKPOINT_NEWEST_EVENT)
@@ -225,8 +234,13 @@ class SourceLoop:
 
     # -- planning ------------------------------------------------------------------------
 
+    @property
+    def schedule(self) -> tuple[Tier, ...]:
+        """Every tier that runs: fresh, the sweeps, deepest, then the rescans of spare budget."""
+        return self.tiers + self.rescans
+
     def _adopt_tiers(self, now: float) -> None:
-        """Publish the plan; a sweep seen for the first time starts one band behind its age."""
+        """Take up a new plan; a sweep seen for the first time starts one band behind its age."""
         name = self.source.name
         new_frontiers: dict[str, float] = {}
         for tier in self.tiers:
@@ -240,22 +254,59 @@ class SourceLoop:
         if new_frontiers:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
-        self.shares.publish(name, sum(tier.requests_per_second for tier in self.tiers))
-        waits = late_event_waits(self.tiers)
-        self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))
-        log.info(describe_waits(waits), extra=fields(source=name))
-        for tier in self.tiers:
-            self.metrics.tier_interval.labels(name, tier.name).set(tier.interval)
-            self.metrics.tier_age.labels(name, tier.name).set(tier.age)
-            self.metrics.tier_planned_rate.labels(name, tier.name).set(tier.requests_per_second)
-            if not tier.is_fresh:
-                self.metrics.late_events_found.labels(name, tier.name)
         self.planned_rate = self.rate
+        self._plan_rescans(now)
+
+    def _band_yield(self, band: Band) -> float:
+        """Late events found per second at the band's ages: the decayed count over its mean life."""
+        return self.found_late.mass(band.low, band.high) * math.log(2) / LAG_HALF_LIFE
+
+    def _yields_moved(self) -> bool:
+        current = [self._band_yield(band_of(t)) + PRIOR_YIELD for t in self.rescans]
+        return any(_moved(c, p) for c, p in zip(current, self.planned_yields, strict=True))
+
+    def _plan_rescans(self, now: float) -> None:
+        """Spend what the tiers leave of this source's share on rescans, and publish the plan."""
+        name = self.source.name
+        self.found_late.observe((), now)  # decay to now
+        fresh = self.tiers[0]
+        spare = self.shares.available(name) - sum(t.requests_per_second for t in self.tiers)
+        plan = plan_rescans(
+            fresh.age,
+            self.policy.max_lookback,
+            self._band_yield,
+            self.rate,
+            self.policy.page_size,
+            spare,
+            self.policy.poll_interval,
+            self.source.rescan_floor,
+        )
+        gone = {t.name for t in self.rescans} - {t.name for t in plan.tiers}
+        self.rescans = plan.tiers
+        self.planned_yields = [self._band_yield(band_of(t)) + PRIOR_YIELD for t in plan.tiers]
+        self.shares.publish(name, sum(tier.requests_per_second for tier in self.schedule))
+        self.metrics.publish_plan(name, self.schedule, gone, spare, plan.floor_met)
+        waits = late_event_waits(self.schedule)
+        self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))
+        words = describe_waits(waits)
+        if words != self.plan_words:
+            self.plan_words = words
+            log.info(words, extra=fields(source=name, rescans=len(plan.tiers)))
+        shrunk = not plan.floor_met and self.policy.max_lookback > fresh.age
+        if shrunk and not self.rescans_shrunk:
+            log.warning(
+                "the spare budget cannot rescan every band of age as often as rescan_floor",
+                extra=fields(source=name, spare_requests_per_second=round(spare, 4)),
+            )
+        self.rescans_shrunk = shrunk
 
     def _replan(self, now: float) -> None:
-        """Re-plan when the measured rate or lag distribution moved enough to matter."""
+        """Re-plan when the measured rate, lag distribution or late-event yields moved enough."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
         if not (_moved(self.rate, self.planned_rate) or _moved(quantile, self.planned_quantile)):
+            self.found_late.observe((), now)
+            if self._yields_moved():
+                self._plan_rescans(now)
             return
         self.tiers = plan_tiers(
             self.policy, self.rate, quantile, self.shares.available(self.source.name)
@@ -267,7 +318,7 @@ class SourceLoop:
             extra=fields(
                 source=self.source.name,
                 events_per_second=round(self.rate, 2),
-                tiers=[(t.name, round(t.age), round(t.interval)) for t in self.tiers],
+                tiers=[(t.name, round(t.age), round(t.interval)) for t in self.schedule],
             ),
         )
 
@@ -302,14 +353,18 @@ class SourceLoop:
     def _due(self, tier: Tier, now: float) -> bool:
         if tier.name in self.active or now < self.not_before.get(tier.name, 0.0):
             return False
+        if tier.is_rescan:
+            return now >= self.rescan_starts.get(tier.name, -math.inf) + tier.interval
         if tier.is_fresh:
             return self.last_fresh_start is None or now >= self.last_fresh_start + tier.interval
         return sweep_due(now, tier, self.frontiers[tier.name])
 
     def _next_due(self, now: float) -> float:
         moments = []
-        for tier in self.tiers:
-            if tier.is_fresh:
+        for tier in self.schedule:
+            if tier.is_rescan:
+                due = self.rescan_starts.get(tier.name, now - tier.interval) + tier.interval
+            elif tier.is_fresh:
                 due = (self.last_fresh_start or now) + tier.interval
             else:
                 due = self.frontiers[tier.name] + tier.age + tier.interval
@@ -319,10 +374,15 @@ class SourceLoop:
         return min(moments)
 
     def _start_due(self, now: float) -> None:
-        for tier in self.tiers:
+        for tier in self.schedule:
             if not self._due(tier, now):
                 continue
-            if tier.is_fresh:
+            if tier.is_rescan:
+                start, end = self._rescan_range(now, tier)
+                self.rescan_starts[tier.name] = now
+                if end - start <= GAP_TOLERANCE:
+                    continue
+            elif tier.is_fresh:
                 start, end = self._fresh_start(now, tier), None
                 if self.last_complete is not None:
                     start = self._cover_fresh_gap(self.last_complete - tier.age, start, tier)
@@ -337,6 +397,17 @@ class SourceLoop:
             self.catch_up = None
             catch_up = Tier(CATCH_UP, self.tiers[0].interval, 0.0, end - start, 0.0)
             self._launch(catch_up, start, end, now)
+
+    def _rescan_range(self, now: float, tier: Tier) -> tuple[float, float]:
+        """From the band's old edge at its last rescan to its young edge now.
+
+        So every event as late as the band that became visible since then is in range,
+        whatever band edges it drifted across meanwhile (see :mod:`exporter.rescan`); never
+        before the oldest frontier, below which the ledger forgets what it sent.
+        """
+        band = band_of(tier)
+        since = self.rescan_starts.get(tier.name, now - tier.interval)
+        return max(since - band.high, min(self.frontiers.values())), now - band.low
 
     def _cover_fresh_gap(self, covered_from: float, start: float, tier: Tier) -> float:
         """The fresh query's start, reaching back over what late or failed runs left uncovered.
@@ -400,17 +471,22 @@ class SourceLoop:
     def _pick(self, now: float) -> TierRun:
         """The run whose tier is furthest below its planned share of requests (fresh on ties).
 
+        Rescans go only when no other tier has a page to fetch: they are what the budget
+        has to spare, and a fresh query waiting behind them would deliver everything later.
+
         A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
         for the stretch it covers, so while one runs it takes their turns: after an incident
         it is what stands between the backlog and the deepest sweep, hours away.
         """
         elapsed = max(0.0, now - self._credit_at)
         self._credit_at = now
-        for tier in self.tiers:
+        for tier in self.schedule:
             credit = self.credits.get(tier.name, 0.0) + tier.requests_per_second * elapsed
             self.credits[tier.name] = min(CREDIT_CAP, credit)
-        runs = list(self.active.values())
-        if CATCH_UP in self.active:
+        runs = [run for run in self.active.values() if not run.tier.is_rescan]
+        if not runs:  # rescans spend the spare budget: what the other tiers leave
+            runs = list(self.active.values())
+        elif CATCH_UP in self.active:
             runs = [
                 run for run in runs if run.tier.is_fresh or run.tier.name in (CATCH_UP, DEEPEST)
             ]
@@ -419,9 +495,10 @@ class SourceLoop:
     def _publish_schedule(self, now: float) -> None:
         name = self.source.name
         behind: dict[str, float] = {}
-        for tier in self.tiers:
-            if tier.is_fresh:
-                late = now - (self.last_fresh_start or now) - tier.interval
+        for tier in self.schedule:
+            if tier.is_fresh or tier.is_rescan:
+                last = self.last_fresh_start if tier.is_fresh else self.rescan_starts.get(tier.name)
+                late = now - (last or now) - tier.interval
                 behind[tier.name] = max(0.0, late) if tier.name not in self.active else 0.0
             else:
                 behind[tier.name] = sweep_behind(now, tier, self.frontiers[tier.name])
@@ -489,6 +566,9 @@ class SourceLoop:
         else:
             self.metrics.late_events_found.labels(name, run.tier.name).inc(len(fresh))
             lags = [now - item.event_time for item in fresh if item.event_time is not None]
+            if run.tier.name != CATCH_UP:  # an incident's release says nothing of lateness
+                half_period = run.tier.interval / 2  # it became visible since the last look
+                self.found_late.observe([max(0.0, lag - half_period) for lag in lags], now)
         arrival_lag = self.metrics.arrival_lag.labels(name)
         for lag in lags:
             arrival_lag.observe(max(0.0, lag))
@@ -498,6 +578,8 @@ class SourceLoop:
         """A run that failed for good: its tier retries later; nothing it did not finish counts."""
         self.active.pop(run.tier.name, None)
         self.not_before[run.tier.name] = self.clock.now() + min(RUN_RETRY_DELAY, run.tier.interval)
+        if run.tier.is_rescan:  # the next rescan reaches back over what this one did not read
+            self.rescan_starts[run.tier.name] = run.outcome.start + band_of(run.tier).high
         if run.tier.name == CATCH_UP and run.outcome.end is not None:
             self._queue_catch_up(run.outcome.start, run.outcome.end)
         log.warning(
@@ -517,7 +599,7 @@ class SourceLoop:
         checkpoints: dict[str, float] = {}
         if tier.is_fresh:
             self._complete_fresh(outcome, finished, checkpoints)
-        elif tier.name != CATCH_UP:
+        elif tier.name in self.frontiers:
             assert outcome.end is not None
             self.frontiers[tier.name] = outcome.end
             checkpoints[FRONTIER_PREFIX + tier.name] = outcome.end

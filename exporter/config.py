@@ -27,6 +27,7 @@ DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9795"
 DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
 MAX_PAGE_SIZE = 1000
+MAX_RESERVE = 0.9  # at least a tenth of the budget must be left to plan with
 # Ten years: longer than any audit-log retention, short enough that now minus it is a date.
 MAX_DURATION = 3650 * 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -107,6 +108,7 @@ class SourceConfig:
     poll_interval: float
     lookback: float
     max_lookback: float
+    rescan_floor: float = 4 * 3600.0  # every band of age is rescanned at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +131,17 @@ class BudgetConfig:
 
     requests: int
     per: float
+    reserve: float = 0.1  # the share left unplanned: other clients of the app, and retries
 
     @property
     def rate(self) -> float:
         """Requests per second."""
         return self.requests / self.per
+
+    @property
+    def usable(self) -> float:
+        """Requests per second the plans may spend: the rate less the reserve."""
+        return self.rate * (1.0 - self.reserve)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,15 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION:
         raise ValueError(f"must not exceed {MAX_DURATION // 86400:.0f}d, got {text!r}")
     return seconds
+
+
+def parse_share(text: str) -> float:
+    """A share of the budget: ``10%`` or ``0.1``; ValueError for anything else."""
+    value = text.strip()
+    try:
+        return float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise ValueError(f"expected a share like 10% or 0.1, got {text!r}") from None
 
 
 def format_duration(seconds: float) -> str:
@@ -282,6 +299,13 @@ class _Section:
             raise ConfigError(self.key(name), "must not be empty")
         return value
 
+    def share(self, name: str, default: str) -> float:
+        """A share written ``10%`` or as a number such as ``0.1``."""
+        value = self.data.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return self.convert(name, default, parse_share)
+
     def duration(self, name: str, default: str) -> float:
         return self.convert(name, default, parse_duration)
 
@@ -336,6 +360,7 @@ _SOURCE_KEYS = (
     "poll_interval",
     "lookback",
     "max_lookback",
+    "rescan_floor",
 )
 _SINK_KEYS = (
     "type",
@@ -382,10 +407,13 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Con
 
     state = _Section(top.get("state", dict, {}), "state", ("path",))
     metrics = _Section(top.get("metrics", dict, {}), "metrics", ("listen",))
-    budget = _Section(top.get("budget", dict, {}), "budget", ("requests", "per"))
+    budget = _Section(top.get("budget", dict, {}), "budget", ("requests", "per", "reserve"))
     requests_per = budget.get("requests", int, 5)
     if requests_per < 1:
         raise ConfigError("budget.requests", "must be at least 1")
+    reserve = budget.share("reserve", "10%")
+    if not 0.0 <= reserve <= MAX_RESERVE:
+        raise ConfigError("budget.reserve", f"must be between 0% and {MAX_RESERVE:.0%}")
     return Config(
         tenant_id=tenant_id.strip(),
         client_id=client_id.strip(),
@@ -397,7 +425,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Con
         state_path=state.text("path", DEFAULT_STATE_PATH, required=True),
         sinks=sinks,
         metrics_listen=metrics.convert("listen", DEFAULT_METRICS_LISTEN, parse_listen),
-        budget=BudgetConfig(requests_per, _positive(budget, "per", "10s")),
+        budget=BudgetConfig(requests_per, _positive(budget, "per", "10s"), reserve),
         inband_warnings=top.get("inband_warnings", bool, False),
         log_level=top.choice("log_level", LOG_LEVELS, "info"),
     )
@@ -524,8 +552,11 @@ def _source(raw: Any, path: str) -> SourceConfig:
         )
     if max_lookback < lookback:
         raise ConfigError(section.key("max_lookback"), "must not be shorter than lookback")
+    rescan_floor = _positive(section, "rescan_floor", "4h")
+    if rescan_floor < poll_interval:
+        raise ConfigError(section.key("rescan_floor"), "must not be shorter than poll_interval")
     return SourceConfig(
-        name, endpoint, time_field, page_size, poll_interval, lookback, max_lookback
+        name, endpoint, time_field, page_size, poll_interval, lookback, max_lookback, rescan_floor
     )
 
 
@@ -588,6 +619,7 @@ def effective_config(config: Config) -> dict[str, Any]:
                 "poll_interval": format_duration(s.poll_interval),
                 "lookback": format_duration(s.lookback),
                 "max_lookback": format_duration(s.max_lookback),
+                "rescan_floor": format_duration(s.rescan_floor),
             }
             for s in config.sources
         ],
@@ -607,7 +639,11 @@ def effective_config(config: Config) -> dict[str, Any]:
             for s in config.sinks
         ],
         "metrics": {"listen": f"{config.metrics_listen[0]}:{config.metrics_listen[1]}"},
-        "budget": {"requests": config.budget.requests, "per": format_duration(config.budget.per)},
+        "budget": {
+            "requests": config.budget.requests,
+            "per": format_duration(config.budget.per),
+            "reserve": f"{config.budget.reserve:.0%}",
+        },
         "inband_warnings": config.inband_warnings,
         "log_level": config.log_level,
     }

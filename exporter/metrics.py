@@ -12,9 +12,10 @@ is sensitive: counts, timestamps and config names only.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -25,6 +26,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from exporter import __version__
 from exporter.config import SourceConfig
 from exporter.errors import API_ERROR_REASONS, TOKEN_FAILURE_REASONS
+from exporter.window import Tier
 
 PREFIX = "siem_exporter"
 ARRIVAL_LAG_BUCKETS = (
@@ -172,6 +174,21 @@ class ExporterMetrics:
             "without overlapping sweeps would have lost.",
             ["source", "tier"],
         )
+        self.rescan_oldest_age = gauge(
+            "rescan_oldest_age_seconds",
+            "The old edge of each rescan's band of age (its young edge is tier_age_seconds).",
+            ["source", "tier"],
+        )
+        self.rescan_spare = gauge(
+            "rescan_spare_requests_per_second",
+            "What the fresh tier and the sweeps leave of the source's budget share, for rescans.",
+            ["source"],
+        )
+        self.rescan_floor_met = gauge(
+            "rescan_floor_met",
+            "1 when the spare budget rescans every band of age at least every rescan_floor.",
+            ["source"],
+        )
         self.tier_budget_wait = counter(
             "tier_budget_wait_seconds",
             "Time each tier's pages waited for the request budget.",
@@ -180,6 +197,37 @@ class ExporterMetrics:
         self.build_info.labels(__version__).set(1)
         for reason in TOKEN_FAILURE_REASONS:
             self.token_failures.labels(reason)
+
+    def publish_plan(
+        self,
+        source: str,
+        tiers: Iterable[Tier],
+        gone: Collection[str],
+        spare: float,
+        floor_met: bool,
+    ) -> None:
+        """The plan's tiers as gauges; the gauges of rescans no longer planned go away."""
+        for tier in tiers:
+            self.tier_interval.labels(source, tier.name).set(tier.interval)
+            self.tier_age.labels(source, tier.name).set(tier.age)
+            self.tier_planned_rate.labels(source, tier.name).set(tier.requests_per_second)
+            if tier.is_rescan:
+                self.rescan_oldest_age.labels(source, tier.name).set(tier.age + tier.window)
+            if not tier.is_fresh:
+                self.late_events_found.labels(source, tier.name)
+        for name in gone:
+            for gauge in (
+                self.tier_interval,
+                self.tier_age,
+                self.tier_planned_rate,
+                self.tier_behind,
+                self.tier_window,
+                self.rescan_oldest_age,
+            ):
+                with contextlib.suppress(KeyError):  # never set: dropped before it ran
+                    gauge.remove(source, name)
+        self.rescan_spare.labels(source).set(max(0.0, spare))
+        self.rescan_floor_met.labels(source).set(1 if floor_met else 0)
 
     def initialise(
         self, sources: Iterable[SourceConfig], sinks: Iterable[str], budget_rate: float

@@ -49,7 +49,7 @@ class Exporter:
         self.auth_http = PinnedSession(verify)
         self.tokens = TokenProvider(config, self.metrics, self.clock, self.auth_http)
         self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
-        self.shares = BudgetShares(config.budget.rate, len(config.sources))
+        self.shares = BudgetShares(config.budget.usable, len(config.sources))
         self.delivery = Delivery(
             [Sink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )

@@ -22,15 +22,17 @@ many sweeps it can afford. Windows are stretched to fill their last page, which 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 FRESH = "fresh"
 DEEPEST = "deepest"
+RESCAN_PREFIX = "rescan-"  # the rescans of spare budget, exporter.rescan
+WAIT_MERGE_RATIO = 1.5  # neighbouring bands of lateness this close in wait read as one
 MAX_SHALLOW_SWEEPS = 3
 SHALLOW_SHARE_OF_FRESH = 0.3  # each shallow sweep fetches every event once more: keep them few
-BUDGET_UTILISATION = 0.85  # leave room for retries and the other sources' rounding
 FRESH_QUANTILE = 0.95
 HEADROOM = 1.25
 MIN_RATE = 1e-6  # events/s below which a source is treated as silent
@@ -95,6 +97,11 @@ class Tier:
     def is_fresh(self) -> bool:
         return self.name == FRESH
 
+    @property
+    def is_rescan(self) -> bool:
+        """A rescan's ``age`` and ``age + window`` bound the band of age it re-reads."""
+        return self.name.startswith(RESCAN_PREFIX)
+
 
 @dataclass
 class LagHistogram:
@@ -112,6 +119,19 @@ class LagHistogram:
         for lag in lags:
             index = next((i for i, bound in enumerate(LAG_BUCKETS) if lag <= bound), -1)
             self.counts[index] += 1
+
+    def mass(self, low: float, high: float) -> float:
+        """The (decayed) count of lags in ``(low, high]``, interpolated linearly within buckets."""
+        total, lower = 0.0, 0.0
+        for bound, count in zip((*LAG_BUCKETS, math.inf), self.counts, strict=True):
+            if count and high > lower and low < bound:
+                if math.isinf(bound):
+                    total += count if math.isinf(high) else 0.0  # no shape to interpolate
+                else:
+                    overlap = min(high, bound) - max(low, lower)
+                    total += count * max(0.0, overlap) / (bound - lower)
+            lower = bound
+        return total
 
     def quantile(self, q: float) -> float | None:
         """The lag below which a share ``q`` of lags fall; None with too few samples.
@@ -153,7 +173,8 @@ def plan_tiers(
 ) -> tuple[Tier, ...]:
     """The tiers for a source producing ``rate`` events/s on a budget of ``budget_rate`` req/s.
 
-    ``budget_rate`` is this source's share of the tenant's budget; ``lag_quantile`` the
+    ``budget_rate`` is this source's share of the tenant's budget, less the reserve (what
+    the tiers leave of it goes to :mod:`exporter.rescan`); ``lag_quantile`` the
     measured arrival lag (first seen minus event time) that the fresh tier should cover.
     Two sweeps are always planned: the deepest, at ``max_lookback``, which is what covers
     it, and a first shallow one, which catches what the fresh window misses within about an
@@ -165,7 +186,6 @@ def plan_tiers(
     guarantee) and are spaced geometrically towards ``max_lookback``, closer to the young
     end, where most late events are.
     """
-    usable = budget_rate * BUDGET_UTILISATION
     page = policy.page_size
     deepest = _sweep(
         DEEPEST, policy.max_lookback, _deepest_interval(policy), rate, page, stretch=False
@@ -176,11 +196,11 @@ def plan_tiers(
         shallow = _shallow_sweeps(policy, fresh, rate, 1)
         spend = fresh.requests_per_second + deepest.requests_per_second
         spend += sum(t.requests_per_second for t in shallow)
-        if spend <= usable or interval >= policy.lookback * 8:
+        if spend <= budget_rate or interval >= policy.lookback * 8:
             break
         interval *= 1.25
     affordable = min(
-        usable - fresh.requests_per_second - deepest.requests_per_second,
+        budget_rate - fresh.requests_per_second - deepest.requests_per_second,
         SHALLOW_SHARE_OF_FRESH * fresh.requests_per_second,
     )
     for count in range(MAX_SHALLOW_SWEEPS, 1, -1):
@@ -258,21 +278,44 @@ def late_event_waits(tiers: Sequence[Tier]) -> list[tuple[float, float]]:
     """How promptly each band of lateness is found: (lateness up to, longest wait), shallow first.
 
     The wait is counted from when the event became visible. The fresh tier finds an event
-    at most its ``age`` late at its next query, within one ``interval``. A sweep finds an
-    event later than the tier below it once the band holding it has aged past the sweep's
-    ``age``: within ``age + interval`` of its event time, so at most
-    ``age + interval - below`` after it became visible. This is the figure the rescans of
-    spare budget are to shrink; today it is the sweeps' spacing.
+    at most its ``age`` late at its next query, within one ``interval``. A rescan finds an
+    event as late as its band within one ``interval`` (see :mod:`exporter.rescan`). A sweep
+    finds an event later than ``x`` once the band holding it has aged past the sweep's
+    ``age``: within ``age + interval`` of its event time, so at most ``age + interval - x``
+    after it became visible. Each stretch of lateness takes the best of the tiers covering
+    it; neighbours whose waits are within ``WAIT_MERGE_RATIO`` are stated as one, with the
+    longer wait.
     """
-    waits = []
-    below = 0.0
-    for tier in sorted(tiers, key=lambda t: (t.age, not t.is_fresh)):
-        if tier.age <= below:
-            continue
-        wait = tier.interval if tier.is_fresh else tier.age + tier.interval - below
-        waits.append((tier.age, wait))
-        below = tier.age
+    edges = sorted(
+        {0.0, *(t.age for t in tiers), *(t.age + t.window for t in tiers if t.is_rescan)}
+    )
+    waits: list[tuple[float, float]] = []
+    for low, high in itertools.pairwise(edges):
+        candidates = [w for t in tiers if (w := _wait(t, low, high)) is not None]
+        if not candidates:
+            break
+        wait = min(candidates)
+        if waits and max(wait, waits[-1][1]) <= WAIT_MERGE_RATIO * min(wait, waits[-1][1]):
+            waits[-1] = (high, max(wait, waits[-1][1]))
+        else:
+            waits.append((high, wait))
     return waits
+
+
+def longest_wait(tiers: Sequence[Tier], lateness: float) -> float:
+    """The longest an event ``lateness`` late waits after it becomes visible: the first tier
+    to find it (infinite when no tier covers that lateness)."""
+    waits = [w for t in tiers if (w := _wait(t, lateness, lateness)) is not None]
+    return min(waits, default=math.inf)
+
+
+def _wait(tier: Tier, low: float, high: float) -> float | None:
+    """The longest ``tier`` makes an event between ``low`` and ``high`` late wait, if it finds it."""
+    if tier.is_rescan:
+        return tier.interval if tier.age <= low and high <= tier.age + tier.window else None
+    if high > tier.age:
+        return None
+    return tier.interval if tier.is_fresh else tier.age + tier.interval - low
 
 
 def describe_waits(waits: Sequence[tuple[float, float]]) -> str:

@@ -53,6 +53,10 @@ def test_defaults_are_filled_in() -> None:
     assert config.graph_url == "https://graph.microsoft.com"
     assert config.metrics_listen == ("0.0.0.0", 9795)
     assert config.budget.rate == 0.5
+    assert config.budget.reserve == 0.1 and config.budget.usable == pytest.approx(0.45)
+    assert source.rescan_floor == 4 * 3600
+    for written, share in (("25%", 0.25), (0.2, 0.2), (0, 0.0)):
+        assert parse_config(minimal(budget={"reserve": written}), {}).budget.reserve == share
     assert (
         parse_config(
             minimal(sources=[{"name": "audits", "endpoint": "/v1.0/auditLogs/directoryAudits"}]), {}
@@ -113,6 +117,21 @@ def test_defaults_are_filled_in() -> None:
         ({"metrics": {"listen": "nowhere"}}, "metrics.listen"),
         ({"client_secret_file": "/nonexistent/secret"}, "client_secret_file"),
         ({"sources": []}, "sources"),
+        ({"budget": {"reserve": "95%"}}, "budget.reserve"),
+        ({"budget": {"reserve": -0.1}}, "budget.reserve"),
+        ({"budget": {"reserve": "some"}}, "budget.reserve"),
+        (
+            {
+                "sources": [
+                    {
+                        "name": "signins",
+                        "endpoint": "/v1.0/auditLogs/signIns",
+                        "rescan_floor": "30s",
+                    }
+                ]
+            },
+            "sources[0].rescan_floor",
+        ),
     ],
 )
 def test_each_mistake_names_its_key(change: dict[str, Any], key: str) -> None:

@@ -227,9 +227,7 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     assert expected & late, "the run has events later than the fresh window covers"
     missing = expected - set(delivery.delivered)
     assert not missing, f"{len(missing)} of {len(expected)} events never delivered"
-    assert api.requests <= duration * 0.5, "more requests than the budget allows"
-    unique_per_request = len(delivery.delivered) / api.requests
-    assert unique_per_request > 10
+    assert api.requests <= duration * 0.5 * 0.9 * 1.02, "the reserve was spent"
     tiers = {t.name for t in loop.tiers}
     assert {"fresh", "deepest"} <= tiers
     for tier in tiers:
@@ -246,15 +244,30 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
             "siem_exporter_late_events_found_total", {"source": "signins", "tier": tier}
         )
 
+    available = {e.id: e.available_at for e in events}
     hours_late = {
-        e.id for e in events if e.event_time >= START and e.available_at - e.event_time >= HOUR
-    } & set(delivery.delivered)
+        e for e in events if e.event_time >= START and e.available_at - e.event_time >= HOUR
+    }
+    hours_late = {e for e in hours_late if e.id in delivery.delivered}
     assert hours_late, "the run has events only a sweep can find"
     assert found("fresh") is None, "the fresh query's finds are not late finds"
     assert registry.get_sample_value(
         "siem_exporter_late_event_max_wait_seconds", {"source": "signins"}
-    ) == max(wait for _, wait in late_event_waits(loop.tiers))
-    assert sum(found(t) or 0.0 for t in tiers) >= len(hours_late)
+    ) == max(wait for _, wait in late_event_waits(loop.schedule))
+    late_finds = sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "siem_exporter_late_events_found_total"
+    )
+    assert late_finds >= len(hours_late)
+    stated = max(wait for _, wait in late_event_waits(loop.schedule))
+    waits = sorted(delivery.first_sent[e.id] - available[e.id] for e in hours_late)
+    assert waits[-1] <= stated + SOURCE.poll_interval, (
+        f"events hours late waited up to {waits[-1] / 60:.0f} min after becoming visible; "
+        f"the plan says {stated / 60:.0f} min"
+    )
+    assert stated <= 5 * SOURCE.poll_interval, "the spare budget rescans every band of age"
 
 
 def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None:
