@@ -34,6 +34,7 @@ from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
 from exporter.retry import backoff
 from exporter.window import (
     DEEPEST,
+    FRESH,
     FRESH_QUANTILE,
     LAG_HALF_LIFE,
     LagHistogram,
@@ -471,8 +472,10 @@ class SourceLoop:
     def _pick(self, now: float) -> TierRun:
         """The run whose tier is furthest below its planned share of requests (fresh on ties).
 
-        Rescans go only when no other tier has a page to fetch: they are what the budget
+        Rescans never go while a fresh query has pages to fetch: they spend what the budget
         has to spare, and a fresh query waiting behind them would deliver everything later.
+        Among themselves they go first come, first served: each is due on its own period,
+        and one that read a long backlog must not then wait for the others' credits.
 
         A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
         for the stretch it covers, so while one runs it takes their turns: after an incident
@@ -484,12 +487,13 @@ class SourceLoop:
             credit = self.credits.get(tier.name, 0.0) + tier.requests_per_second * elapsed
             self.credits[tier.name] = min(CREDIT_CAP, credit)
         runs = [run for run in self.active.values() if not run.tier.is_rescan]
-        if not runs:  # rescans spend the spare budget: what the other tiers leave
-            runs = list(self.active.values())
-        elif CATCH_UP in self.active:
+        if CATCH_UP in self.active:
             runs = [
                 run for run in runs if run.tier.is_fresh or run.tier.name in (CATCH_UP, DEEPEST)
             ]
+        rescans = [run for run in self.active.values() if run.tier.is_rescan]
+        if rescans and FRESH not in self.active:
+            runs.append(min(rescans, key=lambda run: run.outcome.asof))
         return max(runs, key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh))
 
     def _publish_schedule(self, now: float) -> None:

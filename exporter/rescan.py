@@ -19,10 +19,12 @@ stretch it reads (its width times the event rate, over the page size) and yields
 late events per second (measured: the late events found at its ages). The expected wait
 ``sum(n_b * T_b / 2)`` under ``sum(c_b / T_b) <= spare`` is least at ``T_b = k *
 sqrt(c_b / n_b)`` (Lagrange): bands where late events turn up are rescanned often, cold ones
-rarely, and expensive wide bands less often than cheap ones. Each period is kept between the
-fresh tier's interval (more often is not worth a request) and ``floor`` (a band whose yield
-is zero today is still probed); ``k`` is found by bisection so the plan spends the spare
-budget. Every band also reads each new event once per rescan (the ``rate / page_size``
+rarely, and expensive wide bands less often than cheap ones. Each period is kept between
+``poll_interval`` (more often is not worth a request) and the lesser of ``floor`` (a band
+whose yield is zero today is still probed) and twice the period of the plan that rescans
+every band equally often (which minimises the longest wait: the square-root rule minimises
+the mean, and a band measured cold may only be quiet so far); ``k`` is found by bisection so
+the plan spends the spare budget. Every band also reads each new event once per rescan (the ``rate / page_size``
 requests per second that no period changes), so the number of bands is chosen too: the one
 with the least expected wait among those that fit.
 """
@@ -42,6 +44,7 @@ MAX_BANDS = 12
 # one measured find outweighs it, so that cold bands drift towards ``floor``.
 PRIOR_YIELD = 1e-6
 BISECTION_STEPS = 60
+MAX_STRETCH = 2.0  # the longest period, as a multiple of the equal-period plan's
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +155,14 @@ def _periods(
     shortest: float,
     floor: float,
 ) -> list[float] | None:
-    """Square-root periods within ``[shortest, floor]`` that spend at most ``spare``.
+    """Square-root periods that spend at most ``spare``, each within bounds.
 
-    When even ``floor`` for every band costs more than ``spare``, the periods may exceed it;
-    when the bands cannot be afforded at any period (each reads every new event once), None.
+    Below: ``shortest``. Above: ``floor``, and at most ``MAX_STRETCH`` times the period at
+    which every band would be rescanned equally often on the same budget (the plan that
+    minimises the longest wait), so that a band the measurements call cold still gets a
+    fair share and the longest wait stays within a small factor of the least it can be.
+    When even that equal period is longer than ``floor``, every band gets it. None when the
+    bands cannot be afforded at any period (each reads every new event once).
     """
     shortest = max(shortest, 1.0)
     costs = [max(1.0, rate * band.width / page_size) if rate >= MIN_RATE else 1.0 for band in bands]
@@ -166,26 +173,34 @@ def _periods(
             for band, period in zip(bands, periods, strict=True)
         )
 
-    def at(k: float, longest: float) -> list[float]:
+    equal = _least(lambda period: spend([period] * len(bands)) <= spare, shortest)
+    if equal is None:
+        return None
+    longest = max(equal, min(floor, MAX_STRETCH * equal))
+
+    def at(k: float) -> list[float]:
         return [
             min(longest, max(shortest, k * math.sqrt(c / n)))
             for c, n in zip(costs, yields, strict=True)
         ]
 
-    longest = max(floor, shortest)
-    if spend(at(math.inf, longest)) > spare:
-        longest = math.inf
-        slowest = [max(shortest, 1e12)] * len(bands)
-        if spend(slowest) > spare:
-            return None
-    if spend(at(0.0, longest)) <= spare:
-        return at(0.0, longest)
-    # Spend falls as k grows; the page rounding makes it step, so keep the feasible end.
-    low_k, high_k = 1e-12, 1e12
+    if spend(at(0.0)) <= spare:
+        return at(0.0)
+    k = _least(lambda k: spend(at(k)) <= spare, 1e-12)
+    return at(k) if k is not None else [longest] * len(bands)
+
+
+def _least(fits: Callable[[float], bool], low: float, high: float = 1e12) -> float | None:
+    """The least value in ``[low, high]`` that ``fits`` (by bisection in log space; larger values
+    fit more easily, up to the steps of page rounding), None when not even ``high`` does."""
+    if fits(low):
+        return low
+    if not fits(high):
+        return None
     for _ in range(BISECTION_STEPS):
-        middle = math.sqrt(low_k * high_k)
-        if spend(at(middle, longest)) <= spare:
-            high_k = middle
+        middle = math.sqrt(low * high)
+        if fits(middle):
+            high = middle
         else:
-            low_k = middle
-    return at(high_k, longest)
+            low = middle
+    return high

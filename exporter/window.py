@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 FRESH = "fresh"
 DEEPEST = "deepest"
 RESCAN_PREFIX = "rescan-"  # the rescans of spare budget, exporter.rescan
+EDGE_SLACK = 1e-6  # seconds: band edges computed two ways meet within rounding
 WAIT_MERGE_RATIO = 1.5  # neighbouring bands of lateness this close in wait read as one
 MAX_SHALLOW_SWEEPS = 3
 SHALLOW_SHARE_OF_FRESH = 0.3  # each shallow sweep fetches every event once more: keep them few
@@ -286,9 +287,9 @@ def late_event_waits(tiers: Sequence[Tier]) -> list[tuple[float, float]]:
     it; neighbours whose waits are within ``WAIT_MERGE_RATIO`` are stated as one, with the
     longer wait.
     """
-    edges = sorted(
-        {0.0, *(t.age for t in tiers), *(t.age + t.window for t in tiers if t.is_rescan)}
-    )
+    top = max((t.age for t in tiers if not t.is_rescan), default=0.0)  # max_lookback
+    ends = (t.age + t.window for t in tiers if t.is_rescan)
+    edges = sorted({0.0, *(min(top, edge) for edge in (*(t.age for t in tiers), *ends))})
     waits: list[tuple[float, float]] = []
     for low, high in itertools.pairwise(edges):
         candidates = [w for t in tiers if (w := _wait(t, low, high)) is not None]
@@ -312,7 +313,8 @@ def longest_wait(tiers: Sequence[Tier], lateness: float) -> float:
 def _wait(tier: Tier, low: float, high: float) -> float | None:
     """The longest ``tier`` makes an event between ``low`` and ``high`` late wait, if it finds it."""
     if tier.is_rescan:
-        return tier.interval if tier.age <= low and high <= tier.age + tier.window else None
+        covers = tier.age <= low + EDGE_SLACK and high <= tier.age + tier.window + EDGE_SLACK
+        return tier.interval if covers else None
     if high > tier.age:
         return None
     return tier.interval if tier.is_fresh else tier.age + tier.interval - low
