@@ -33,10 +33,13 @@ class Best:
     schedule: tuple[Tier, ...]
 
 
-def best_latencies(events: Events, source: SourceConfig, budget: BudgetConfig) -> Best:
-    """The square-root schedule for the events' true lateness, and the latencies it gives."""
+def best_latencies(events: Events, source: SourceConfig, budget: BudgetConfig) -> Best | None:
+    """The square-root schedule for the events' true lateness, and the latencies it gives;
+    None when no event becomes visible within the horizon."""
     rng = random.Random(1)
     eligible = [i for i in range(len(events)) if events.available[i] <= events.end]
+    if not eligible:
+        return None
     sample = rng.sample(eligible, min(SAMPLE, len(eligible)))
     lateness = sorted(events.available[i] - events.times[i] / 1e6 for i in sample)
     schedule = best_schedule(lateness, events.per_day / 86400.0, source, budget)

@@ -256,10 +256,11 @@ def run_profile(
     logging.getLogger("exporter").setLevel(logging.ERROR)
     events = Events(VOLUMES[volume], days, PROFILES[profile], seed, drain)
     outcomes = []
-    best = best_latencies(events, OURS, BUDGET)
+    ours = any(strategy.startswith("ours") for strategy in strategies)
+    best = best_latencies(events, OURS, BUDGET) if ours else None
     for strategy in strategies:
         outcome = run_one(events, volume, strategy, sla)
-        if strategy.startswith("ours"):
+        if best is not None and strategy.startswith("ours"):
             outcome = replace(outcome, best_p99=best.p99, best_max=best.maximum)
         outcomes.append(outcome)
         print(

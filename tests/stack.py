@@ -307,6 +307,33 @@ def wait_for_polls_after(
     wait_until(lambda: completed_since(first), timeout)
 
 
+def wait_for_quiet_delivery(
+    collector: CollectorProcess, receiver: Any, sources: Iterable[str], timeout: float = 90
+) -> None:
+    """Until ``events_sent_total`` has stood still for two seconds and matches what the
+    receiver holds: rescans may still be reading the backlog from before the start, so a
+    snapshot of the metrics taken while they deliver would disagree with the receiver."""
+    names = list(sources)
+
+    def sent() -> float:
+        text = collector.metrics()
+        return sum(
+            value
+            for line in text.splitlines()
+            if line.startswith("siem_exporter_events_sent_total{")
+            and any(f'source="{name}"' in line for name in names)
+            for value in [float(line.rsplit(" ", 1)[1])]
+        )
+
+    def quiet() -> bool:
+        before = sent()
+        time.sleep(2.0)
+        received = sum(sum(ids.values()) for ids in received_ids(receiver, names).values())
+        return before == sent() == received
+
+    wait_until(quiet, timeout, interval=0.0)
+
+
 @contextlib.contextmanager
 def start_collector(
     config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None

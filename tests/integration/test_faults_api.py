@@ -24,6 +24,7 @@ from tests.stack import (
     metric_value,
     start_collector,
     wait_for_polls_after,
+    wait_for_quiet_delivery,
     wait_until,
 )
 
@@ -102,6 +103,7 @@ def test_token_endpoint_outage_is_classified_warned_and_recovered_from(
             wait_until(lambda: collector.readiness() == 200, timeout=60)
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, sources, frozen_at, timeout=60)
+            wait_for_quiet_delivery(collector, receiver, sources)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         others = assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
@@ -159,6 +161,7 @@ def test_throttling_storm_is_waited_out_never_early_and_loses_nothing(
             wait_until(lambda: sim.stats()["faults"]["graph_503"] == 0, timeout=60)
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, sources, frozen_at, timeout=90)
+            wait_for_quiet_delivery(collector, receiver, sources)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)
@@ -202,6 +205,7 @@ def test_queries_abandoned_after_server_errors_or_malformed_pages_skip_nothing(
                 wait_until(lambda fault=fault: abandoned(collector, fault), timeout=60)
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, sources, frozen_at, timeout=90)
+            wait_for_quiet_delivery(collector, receiver, sources)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         assert_exactly_once(sim, receiver, sources, started, frozen_at, metrics)

@@ -24,6 +24,7 @@ from tests.stack import (
     received_ids,
     start_collector,
     wait_for_polls_after,
+    wait_for_quiet_delivery,
     wait_until,
 )
 
@@ -62,6 +63,7 @@ def test_siem_outage_delays_events_and_neither_loses_nor_repeats_them(
             wait_until(lambda: collector.readiness() == 200, timeout=90)
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, SOURCES, frozen_at, timeout=90)
+            wait_for_quiet_delivery(collector, receiver, SOURCES)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         delivered = received_ids(receiver, SOURCES)
