@@ -608,7 +608,8 @@ class SourceLoop:
             self.frontiers[tier.name] = outcome.end
             checkpoints[FRONTIER_PREFIX + tier.name] = outcome.end
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
-        horizon = eviction_horizon(self.frontiers.values())
+        in_flight = [active.outcome.start for active in self.active.values()]
+        horizon = eviction_horizon(self.frontiers.values(), in_flight)
         self._persist(lambda: self.ledger.evict(name, horizon))
         self.health.progressed(name)
         log.info(

@@ -342,11 +342,14 @@ def guaranteed_lateness(tiers: Sequence[Tier], behind: dict[str, float]) -> floa
     return max(keeping_up, default=0.0)
 
 
-def eviction_horizon(frontiers: Iterable[float], clock_skew: float = 600.0) -> float:
+def eviction_horizon(
+    frontiers: Iterable[float], in_flight: Iterable[float] = (), clock_skew: float = 600.0
+) -> float:
     """Ledger entries with an event time before this can never be returned again.
 
     Sweeps only move their frontiers forward and the fresh tier stays newer than all of
-    them, so no query starts before the oldest frontier; ``clock_skew`` covers a Graph
-    clock that runs ahead of ours.
+    them, so no new query starts before the oldest frontier; a query already under way
+    (``in_flight``: the starts of running queries) may still return events from before
+    it, pages later. ``clock_skew`` covers a Graph clock that runs ahead of ours.
     """
-    return min(frontiers) - clock_skew
+    return min((*frontiers, *in_flight)) - clock_skew

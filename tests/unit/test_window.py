@@ -121,6 +121,7 @@ def test_sweep_schedule_and_guarantee() -> None:
 
 def test_eviction_keeps_ten_minutes_below_the_oldest_frontier_for_graph_clock_skew() -> None:
     assert eviction_horizon([9000.0, 5000.0, 7000.0]) == 5000.0 - 600.0
+    assert eviction_horizon([9000.0, 5000.0], [4000.0, 8000.0]) == 4000.0 - 600.0
 
 
 def worst_wait(tiers: tuple[Tier, ...], lateness: float) -> float:
