@@ -474,8 +474,9 @@ class SourceLoop:
 
         Rescans never go while a fresh query has pages to fetch: they spend what the budget
         has to spare, and a fresh query waiting behind them would deliver everything later.
-        Among themselves they go first come, first served: each is due on its own period,
-        and one that read a long backlog must not then wait for the others' credits.
+        Among themselves the one whose next rescan falls due first goes first (earliest
+        deadline): a band rescanned every minute is not held up by a deep band's hundreds
+        of pages, and one that read a long backlog does not then wait for others' credits.
 
         A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
         for the stretch it covers, so while one runs it takes their turns: after an incident
@@ -493,7 +494,7 @@ class SourceLoop:
             ]
         rescans = [run for run in self.active.values() if run.tier.is_rescan]
         if rescans and FRESH not in self.active:
-            runs.append(min(rescans, key=lambda run: run.outcome.asof))
+            runs.append(min(rescans, key=lambda run: run.outcome.asof + run.tier.interval))
         return max(runs, key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh))
 
     def _publish_schedule(self, now: float) -> None:
