@@ -262,8 +262,12 @@ class SourceLoop:
         """Late events found per second at the band's ages: the decayed count over its mean life."""
         return self.found_late.mass(band.low, band.high) * math.log(2) / LAG_HALF_LIFE
 
+    def _yield_weights(self, rescans: Sequence[Tier]) -> list[float]:
+        """Each rescan band's measured yield with the planner's prior: what a plan weighs."""
+        return [self._band_yield(band_of(t)) + PRIOR_YIELD for t in rescans]
+
     def _yields_moved(self) -> bool:
-        current = [self._band_yield(band_of(t)) + PRIOR_YIELD for t in self.rescans]
+        current = self._yield_weights(self.rescans)
         return any(_moved(c, p) for c, p in zip(current, self.planned_yields, strict=True))
 
     def _plan_rescans(self, now: float) -> None:
@@ -284,7 +288,7 @@ class SourceLoop:
         )
         gone = {t.name for t in self.rescans} - {t.name for t in plan.tiers}
         self.rescans = plan.tiers
-        self.planned_yields = [self._band_yield(band_of(t)) + PRIOR_YIELD for t in plan.tiers]
+        self.planned_yields = self._yield_weights(plan.tiers)
         self.shares.publish(name, sum(tier.requests_per_second for tier in self.schedule))
         self.metrics.publish_plan(name, self.schedule, gone, spare, plan.floor_met)
         waits = late_event_waits(self.schedule)
