@@ -308,12 +308,18 @@ def wait_for_polls_after(
 
 
 def wait_for_quiet_delivery(
-    collector: CollectorProcess, receiver: Any, sources: Iterable[str], timeout: float = 90
+    collector: CollectorProcess,
+    receiver: Any,
+    sources: Iterable[str],
+    timeout: float = 90,
+    sink: str | None = None,
 ) -> None:
-    """Until ``events_sent_total`` has stood still for two seconds and matches what the
-    receiver holds: rescans may still be reading the backlog from before the start, so a
-    snapshot of the metrics taken while they deliver would disagree with the receiver."""
+    """Until ``events_sent_total`` (to ``sink``, or to every sink when None) has stood still
+    for two seconds and matches what the receiver holds: rescans may still be reading the
+    backlog from before the start, so a snapshot of the metrics taken while they deliver
+    would disagree with the receiver, and a stop then would leave a batch owed."""
     names = list(sources)
+    sink_label = f'sink="{sink}"' if sink is not None else ""
 
     def sent() -> float:
         text = collector.metrics()
@@ -321,6 +327,7 @@ def wait_for_quiet_delivery(
             value
             for line in text.splitlines()
             if line.startswith("siem_exporter_events_sent_total{")
+            and sink_label in line
             and any(f'source="{name}"' in line for name in names)
             for value in [float(line.rsplit(" ", 1)[1])]
         )

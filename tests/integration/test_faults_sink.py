@@ -101,6 +101,8 @@ def test_two_sinks_each_get_every_event_once_while_one_of_them_is_down(
             secondary.start()
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, SOURCES, frozen_at, timeout=90)
+            for name, receiver in (("primary", primary), ("secondary", secondary)):
+                wait_for_quiet_delivery(collector, receiver, SOURCES, sink=name)
             metrics = collector.metrics()
             assert collector.terminate() == 0
         delivered = {
