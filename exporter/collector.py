@@ -483,8 +483,10 @@ class SourceLoop:
         of pages, and one that read a long backlog does not then wait for others' credits.
 
         A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
-        for the stretch it covers, so while one runs it takes their turns: after an incident
-        it is what stands between the backlog and the deepest sweep, hours away.
+        for the stretch it covers, so while one runs it takes their turns and the rescans'
+        too: after an incident it reads the released stretch once, and rescans sharing the
+        budget with it would read the same stretch again, each at its own period, so the
+        last of the release would wait for the slowest band.
         """
         elapsed = max(0.0, now - self._credit_at)
         self._credit_at = now
@@ -497,7 +499,7 @@ class SourceLoop:
                 run for run in runs if run.tier.is_fresh or run.tier.name in (CATCH_UP, DEEPEST)
             ]
         rescans = [run for run in self.active.values() if run.tier.is_rescan]
-        if rescans and FRESH not in self.active:
+        if rescans and FRESH not in self.active and CATCH_UP not in self.active:
             runs.append(min(rescans, key=lambda run: run.outcome.asof + run.tier.interval))
         return max(runs, key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh))
 

@@ -295,10 +295,15 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
         delivery.first_sent[e.id] - incident[1] for e in held_back if e.id in delivery.first_sent
     ]
     assert len(waits) == len(held_back), "held-back events were lost"
-    assert max(waits) < 20 * 60, f"held-back events waited up to {max(waits) / 60:.0f} min"
-    assert registry.get_sample_value(
+    catch_up_pages = registry.get_sample_value(
         "siem_exporter_tier_requests_total", {"source": "signins", "tier": "catch-up"}
     )
+    assert catch_up_pages
+    # The release is read once, on what the tiers leave of the usable budget: rescans wait
+    # meanwhile, or they would read the same stretch again and the last of it waits longer.
+    spare = BudgetConfig(5, 10.0).usable - sum(t.requests_per_second for t in loop.tiers)
+    bound = 1.15 * catch_up_pages / spare
+    assert max(waits) <= bound, f"held-back events waited up to {max(waits):.0f} s, not {bound:.0f}"
     tier_waits = [
         sample.value
         for metric in registry.collect()
