@@ -173,7 +173,7 @@ class TierRun:
     outcome: PollOutcome
     pages: Iterator[Page]
     seen: set[bytes] = field(default_factory=set)
-    first_for_tier: bool = False
+    backlog: bool = False  # a first read of its stretch: what it finds may predate the start
 
 
 class SourceLoop:
@@ -225,7 +225,8 @@ class SourceLoop:
         self.planned_quantile: float | None = None
         self.frontiers: dict[str, float] = {}
         self.credits: dict[str, float] = {}
-        self.started_tiers: set[str] = set()
+        self.completed_tiers: set[str] = set()
+        self.warmed = False  # every tier of the schedule has completed a run since the start
         self.dark_from: float | None = None
         self.catch_up: tuple[float, float] | None = None
         self.not_before: dict[str, float] = {}
@@ -451,9 +452,8 @@ class SourceLoop:
             tier,
             outcome,
             self.graph.pages(self.source, start, end),
-            first_for_tier=tier.name not in self.started_tiers,
+            backlog=not self.warmed and tier.name not in self.completed_tiers,
         )
-        self.started_tiers.add(tier.name)
 
     def _fresh_start(self, now: float, tier: Tier) -> float:
         """The fresh window's start; until a first fresh query completes, where the first began.
@@ -569,8 +569,8 @@ class SourceLoop:
             lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
         )
         outcome.new += len(fresh)
-        if run.first_for_tier:
-            return  # the backlog from before this process started, not lateness
+        if run.backlog:
+            return  # visible before this process first read the stretch: not lateness
         if run.tier.is_fresh:
             lags = arrival_lags(fresh, now, self.previous_fresh_start)
             self.lags.observe(lags, now)
@@ -605,6 +605,7 @@ class SourceLoop:
         name = self.source.name
         tier, outcome = run.tier, run.outcome
         self.active.pop(tier.name, None)
+        self._mark_completed(tier)
         outcome.throttled = self.graph.throttled - outcome.throttled
         finished = self.clock.now()
         checkpoints: dict[str, float] = {}
@@ -632,6 +633,18 @@ class SourceLoop:
                 max_lag_seconds=round(outcome.max_lag, 1),
             ),
         )
+
+    def _mark_completed(self, tier: Tier) -> None:
+        """Once every tier has completed a run, every age up to ``max_lookback`` was read.
+
+        Until then a tier's first run reads its stretch for the first time and cannot tell
+        lateness from the backlog of before the start. After it, a stretch is always one some
+        tier read before, so a rescan band that a replan creates finds late events, not
+        backlog, from its first run.
+        """
+        self.completed_tiers.add(tier.name)
+        if not self.warmed:
+            self.warmed = all(t.name in self.completed_tiers for t in self.schedule)
 
     def _complete_fresh(
         self, outcome: PollOutcome, finished: float, checkpoints: dict[str, float]

@@ -79,6 +79,8 @@ def test_events_hours_late_are_delivered_within_a_few_poll_intervals(tmp_path: P
         for line in metrics.splitlines()
         if line.startswith("siem_exporter_late_events_found_total{") and 'source="signins"' in line
     )
-    assert found_late > 0, "counted as found late (by rescans, or a sweep)"
+    # Every one of them was found by a rescan or a sweep (the fresh window is a minute long),
+    # after every tier had read its stretch once: each counts, whichever band found it.
+    assert found_late >= len(late), f"{found_late:.0f} counted as found late of {len(late)}"
     wait = metric_value(metrics, "siem_exporter_late_event_max_wait_seconds", source="signins")
     assert 0 < wait <= PROMPT, "the plan says late events are found promptly"

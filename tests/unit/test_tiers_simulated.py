@@ -67,6 +67,7 @@ class ModelApi:
         self.budget_waited = 0.0
         self.requests = 0
         self.down: tuple[float, float] | None = None
+        self.serving_fresh = False  # the page just served answers an open-ended (fresh) query
 
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
         self.budget_waited += self.budget.acquire()[0]
@@ -85,22 +86,26 @@ class ModelApi:
                 self.budget_waited += self.budget.acquire()[0]
             self.requests += 1
             chunk = visible[offset : offset + source.page_size]
+            self.serving_fresh = end is None
             yield Page(
                 [{"id": e.id, "createdDateTime": iso(e.event_time)} for e in chunk], number + 1
             )
 
 
 class RecordingDelivery:
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, api: ModelApi) -> None:
         self.clock = clock
+        self.api = api
         self.sinks: list[object] = []
         self.delivered: Counter[str] = Counter()
         self.first_sent: dict[str, float] = {}
+        self.found_by_fresh: dict[str, bool] = {}
 
     def send(self, source: str, batch: Sequence[OutgoingEvent]) -> bool:
         for item in batch:
             self.delivered[item.event["id"]] += 1
             self.first_sent.setdefault(item.event["id"], self.clock.now())
+            self.found_by_fresh.setdefault(item.event["id"], self.api.serving_fresh)
         return True
 
 
@@ -151,7 +156,7 @@ def build_loop(
     page_size: int = 1000,
 ) -> tuple[SourceLoop, RecordingDelivery, CollectorRegistry]:
     """The production loop for one source over ``api``, recording what it delivers."""
-    delivery = RecordingDelivery(clock)
+    delivery = RecordingDelivery(clock, api)
     source = dataclasses.replace(SOURCE, page_size=page_size)
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
@@ -260,6 +265,11 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
         for sample in metric.samples
         if sample.name == "siem_exporter_late_events_found_total"
     )
+    # Counted from a tier's first run on, once every tier has read its stretch once (the
+    # first hour here): rescan bands a replan creates count from their first run.
+    found_late = [i for i, fresh in delivery.found_by_fresh.items() if not fresh]
+    after_first_hour = [i for i in found_late if delivery.first_sent[i] >= START + HOUR]
+    assert len(after_first_hour) <= late_finds <= len(found_late)
     assert late_finds >= len(hours_late)
     stated = max(wait for _, wait in late_event_waits(loop.schedule))
     waits = sorted(delivery.first_sent[e.id] - available[e.id] for e in hours_late)
@@ -363,5 +373,31 @@ def test_a_query_under_way_keeps_the_ledger_from_forgetting_what_it_may_still_re
         loop._complete(run)
         assert loop.frontiers[DEEPEST] == old + 2 * HOUR, "the deepest sweep moved on"
         assert ledger.delivered("signins", [(key, old)]) == {key}, "the ledger forgot it"
+    finally:
+        ledger.close()
+
+
+def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_first_run(
+    tmp_path: Path,
+) -> None:
+    """Until every tier has read its stretch once, what a tier's first run finds may be the
+    backlog of before the start; after that, every age was read before, so a band a replan
+    adds finds late events at once, and they count."""
+    stop = threading.Event()
+    clock = ManualClock(START)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        api = ModelApi([], RequestBudget(5, 10.0, clock), clock)
+        loop, _, _ = build_loop(api, ledger, clock, stop)
+        first = loop.schedule[0]
+        loop._launch(first, START - 60.0, None, START)
+        assert loop.active[first.name].backlog, "a first run before the others ran"
+        for tier in loop.schedule:
+            loop._launch(tier, START - 60.0, START, START)
+            loop._complete(loop.active[tier.name])
+        added = dataclasses.replace(loop.rescans[-1], name="rescan-99")
+        loop.rescans = (*loop.rescans, added)
+        loop._launch(added, START - HOUR, START - 60.0, START)
+        assert not loop.active[added.name].backlog, "a band added after every tier ran"
     finally:
         ledger.close()
