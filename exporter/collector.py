@@ -2,8 +2,9 @@
 
 One :class:`SourceLoop` per configured source, each in its own thread, all sharing the token
 provider, the request budget, the ledger and the sinks. Within a source, the tiers of
-:mod:`exporter.window` (a frequent fresh query and rarer deep sweeps) run interleaved page
-by page, each getting at least its planned share of the budget. Per page, new events go to
+:mod:`exporter.window` (a frequent fresh query and rarer deep sweeps) and the rescans of
+:mod:`exporter.rescan` run interleaved page by page, in the order :mod:`exporter.schedule`
+decides, each getting at least its planned share of the budget. Per page, new events go to
 every sink and only then into the ledger; a shutdown lets the page in flight finish (sent
 and recorded) and stops before the next one, so at most that one page can be sent twice
 after a crash, and nothing is lost.
@@ -32,38 +33,34 @@ from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
 from exporter.retry import backoff
+from exporter.schedule import (
+    CATCH_UP,
+    CHECKPOINT_FIRST_START,
+    CHECKPOINT_LAST_COMPLETE,
+    CHECKPOINT_LAST_START,
+    CHECKPOINT_NEWEST_EVENT,
+    FRONTIER_PREFIX,
+    Launch,
+    QuerySchedule,
+)
 from exporter.window import (
-    DEEPEST,
-    FRESH,
     FRESH_QUANTILE,
     LAG_HALF_LIFE,
     LagHistogram,
     SourcePolicy,
     Tier,
     describe_waits,
-    eviction_horizon,
     guaranteed_lateness,
     late_event_waits,
     plan_tiers,
-    sweep_behind,
-    sweep_due,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHECKPOINT_LAST_COMPLETE = "last_complete"
-CHECKPOINT_LAST_START = "last_start"
-CHECKPOINT_NEWEST_EVENT = "newest_event_time"
-CHECKPOINT_FIRST_START = "first_start"
-FRONTIER_PREFIX = "frontier:"
-CREDIT_CAP = 20.0  # requests a tier may bank while it has nothing to fetch
 RATE_SMOOTHING = 0.3
 REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
-RUN_RETRY_DELAY = 30.0
-GAP_TOLERANCE = 1.0  # seconds of uncovered event time not worth a query
-CATCH_UP = "catch-up"  # one-off queries for gaps the fresh tier left, see _queue_catch_up
 
 
 def _moved(value: float | None, planned: float | None) -> bool:
@@ -169,15 +166,18 @@ class PollOutcome:
 class TierRun:
     """A query of one tier in progress: its pages are pulled one at a time."""
 
-    tier: Tier
+    launch: Launch
     outcome: PollOutcome
     pages: Iterator[Page]
     seen: set[bytes] = field(default_factory=set)
-    backlog: bool = False  # a first read of its stretch: what it finds may predate the start
+
+    @property
+    def tier(self) -> Tier:
+        return self.launch.tier
 
 
 class SourceLoop:
-    """Runs one source's tiers until ``stop`` is set."""
+    """Runs one source's queries until ``stop`` is set; :class:`QuerySchedule` says which."""
 
     def __init__(
         self,
@@ -211,48 +211,37 @@ class SourceLoop:
         self.lags = LagHistogram()
         self.rate = 0.0
         self.planned_rate = 0.0
-        self.tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
-        self.rescans: tuple[Tier, ...] = ()
         self.found_late = LagHistogram()  # ages at which sweeps and rescans find late events
         self.planned_yields: list[float] = []
-        self.rescan_starts: dict[str, float] = {}
         self.plan_words = ""
         self.rescans_shrunk = False
-        self.last_complete = ledger.checkpoint(name, CHECKPOINT_LAST_COMPLETE)
-        self.last_fresh_start = ledger.checkpoint(name, CHECKPOINT_LAST_START)
-        self.newest_event_time = ledger.checkpoint(name, CHECKPOINT_NEWEST_EVENT)
-        self.previous_fresh_start: float | None = None
         self.planned_quantile: float | None = None
-        self.frontiers: dict[str, float] = {}
-        self.credits: dict[str, float] = {}
-        self.completed_tiers: set[str] = set()
-        self.warmed = False  # every tier of the schedule has completed a run since the start
-        self.dark_from: float | None = None
-        self.catch_up: tuple[float, float] | None = None
-        self.not_before: dict[str, float] = {}
+        stored = {
+            checkpoint: value
+            for checkpoint in (
+                CHECKPOINT_LAST_COMPLETE,
+                CHECKPOINT_LAST_START,
+                CHECKPOINT_NEWEST_EVENT,
+                CHECKPOINT_FIRST_START,
+            )
+            if (value := ledger.checkpoint(name, checkpoint)) is not None
+        }
+        tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
+        self.schedule = QuerySchedule(tiers, stored, clock.now())
         self.active: dict[str, TierRun] = {}
-        self._credit_at = clock.now()
-        self._adopt_tiers(clock.now())
+        self._adopt_tiers(tiers, clock.now())
 
     # -- planning ------------------------------------------------------------------------
 
-    @property
-    def schedule(self) -> tuple[Tier, ...]:
-        """Every tier that runs: fresh, the sweeps, deepest, then the rescans of spare budget."""
-        return self.tiers + self.rescans
-
-    def _adopt_tiers(self, now: float) -> None:
-        """Take up a new plan; a sweep seen for the first time starts one band behind its age."""
+    def _adopt_tiers(self, tiers: tuple[Tier, ...], now: float) -> None:
+        """Take up a new plan of tiers, resuming stored frontiers, and plan the rescans."""
         name = self.source.name
-        new_frontiers: dict[str, float] = {}
-        for tier in self.tiers:
-            if tier.is_fresh or tier.name in self.frontiers:
-                continue
-            stored = self.ledger.checkpoint(name, FRONTIER_PREFIX + tier.name)
-            if stored is None:
-                stored = now - tier.age - tier.interval
-                new_frontiers[FRONTIER_PREFIX + tier.name] = stored
-            self.frontiers[tier.name] = stored
+        stored = {
+            sweep: value
+            for sweep in self.schedule.unknown_sweeps(tiers)
+            if (value := self.ledger.checkpoint(name, FRONTIER_PREFIX + sweep)) is not None
+        }
+        new_frontiers = self.schedule.adopt(tiers, stored, now)
         if new_frontiers:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
@@ -268,15 +257,16 @@ class SourceLoop:
         return [self._band_yield(band_of(t)) + PRIOR_YIELD for t in rescans]
 
     def _yields_moved(self) -> bool:
-        current = self._yield_weights(self.rescans)
+        current = self._yield_weights(self.schedule.rescans)
         return any(_moved(c, p) for c, p in zip(current, self.planned_yields, strict=True))
 
     def _plan_rescans(self, now: float) -> None:
         """Spend what the tiers leave of this source's share on rescans, and publish the plan."""
         name = self.source.name
+        schedule = self.schedule
         self.found_late.observe((), now)  # decay to now
-        fresh = self.tiers[0]
-        spare = self.shares.available(name) - sum(t.requests_per_second for t in self.tiers)
+        fresh = schedule.tiers[0]
+        spare = self.shares.available(name) - sum(t.requests_per_second for t in schedule.tiers)
         plan = plan_rescans(
             fresh.age,
             self.policy.max_lookback,
@@ -287,12 +277,12 @@ class SourceLoop:
             self.policy.poll_interval,
             self.source.rescan_floor,
         )
-        gone = {t.name for t in self.rescans} - {t.name for t in plan.tiers}
-        self.rescans = plan.tiers
+        gone = {t.name for t in schedule.rescans} - {t.name for t in plan.tiers}
+        schedule.rescans = plan.tiers
         self.planned_yields = self._yield_weights(plan.tiers)
-        self.shares.publish(name, sum(tier.requests_per_second for tier in self.schedule))
-        self.metrics.publish_plan(name, self.schedule, gone, spare, plan.floor_met)
-        waits = late_event_waits(self.schedule)
+        self.shares.publish(name, sum(tier.requests_per_second for tier in schedule.all))
+        self.metrics.publish_plan(name, schedule.all, gone, spare, plan.floor_met)
+        waits = late_event_waits(schedule.all)
         self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))
         words = describe_waits(waits)
         if words != self.plan_words:
@@ -314,35 +304,36 @@ class SourceLoop:
             if self._yields_moved():
                 self._plan_rescans(now)
             return
-        self.tiers = plan_tiers(
+        tiers = plan_tiers(
             self.policy, self.rate, quantile, self.shares.available(self.source.name)
         )
         self.planned_quantile = quantile
-        self._adopt_tiers(now)
+        self._adopt_tiers(tiers, now)
         log.info(
             "tiers planned",
             extra=fields(
                 source=self.source.name,
                 events_per_second=round(self.rate, 2),
-                tiers=[(t.name, round(t.age), round(t.interval)) for t in self.schedule],
+                tiers=[(t.name, round(t.age), round(t.interval)) for t in self.schedule.all],
             ),
         )
 
-    # -- scheduling ----------------------------------------------------------------------
+    # -- running -------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start tiers as they fall due and pull their pages, fairly, until shutdown."""
+        """Start queries as they fall due and pull their pages, fairly, until shutdown."""
         name = self.source.name
         while not self.stop.is_set():
             now = self.clock.now()
             self.health.beat(name)
-            self._start_due(now)
+            for launch in self.schedule.launches(now, self.source.max_lookback):
+                self._launch(launch)
             self._publish_schedule(now)
             if not self.active:
-                if self.clock.sleep(max(0.05, self._next_due(now) - now)):
+                if self.clock.sleep(max(0.05, self.schedule.next_due(now) - now)):
                     break
                 continue
-            run = self._pick(now)
+            run = self.active[self.schedule.pick(now)]
             try:
                 self._step(run)
             except Interrupted:
@@ -356,165 +347,28 @@ class SourceLoop:
                 self._abandon(run, str(exc))
         log.info("source loop stopped", extra=fields(source=name))
 
-    def _due(self, tier: Tier, now: float) -> bool:
-        if tier.name in self.active or now < self.not_before.get(tier.name, 0.0):
-            return False
-        if tier.is_rescan:
-            return now >= self.rescan_starts.get(tier.name, -math.inf) + tier.interval
-        if tier.is_fresh:
-            return self.last_fresh_start is None or now >= self.last_fresh_start + tier.interval
-        return sweep_due(now, tier, self.frontiers[tier.name])
-
-    def _next_due(self, now: float) -> float:
-        moments = []
-        for tier in self.schedule:
-            if tier.is_rescan:
-                due = self.rescan_starts.get(tier.name, now - tier.interval) + tier.interval
-            elif tier.is_fresh:
-                due = (self.last_fresh_start or now) + tier.interval
-            else:
-                due = self.frontiers[tier.name] + tier.age + tier.interval
-            moments.append(max(due, self.not_before.get(tier.name, 0.0)))
-        if self.catch_up is not None:
-            moments.append(self.not_before.get(CATCH_UP, now))
-        return min(moments)
-
-    def _start_due(self, now: float) -> None:
-        for tier in self.schedule:
-            if not self._due(tier, now):
-                continue
-            if tier.is_rescan:
-                start, end = self._rescan_range(now, tier)
-                self.rescan_starts[tier.name] = now
-                if end - start <= GAP_TOLERANCE:
-                    continue
-            elif tier.is_fresh:
-                start, end = self._fresh_start(now, tier), None
-                if self.last_complete is not None:
-                    start = self._cover_fresh_gap(self.last_complete - tier.age, start, tier)
-                self.last_fresh_start = now
-                self.metrics.query_window.labels(self.source.name).set(tier.window)
-            else:
-                start, end = self.frontiers[tier.name], now - tier.age
-            self._launch(tier, start, end, now)
-        idle = CATCH_UP not in self.active and now >= self.not_before.get(CATCH_UP, 0.0)
-        if self.catch_up is not None and idle:
-            start, end = self.catch_up
-            self.catch_up = None
-            catch_up = Tier(CATCH_UP, self.tiers[0].interval, 0.0, end - start, 0.0)
-            self._launch(catch_up, start, end, now)
-
-    def _rescan_range(self, now: float, tier: Tier) -> tuple[float, float]:
-        """From the band's old edge at its last rescan to its young edge now.
-
-        So every event as late as the band that became visible since then is in range,
-        whatever band edges it drifted across meanwhile (see :mod:`exporter.rescan`); never
-        before the oldest frontier, below which the ledger forgets what it sent.
-        """
-        band = band_of(tier)
-        since = self.rescan_starts.get(tier.name, now - tier.interval)
-        return max(since - band.high, min(self.frontiers.values())), now - band.low
-
-    def _cover_fresh_gap(self, covered_from: float, start: float, tier: Tier) -> float:
-        """The fresh query's start, reaching back over what late or failed runs left uncovered.
-
-        A gap up to one window (a run that started late while other tiers held the budget)
-        costs a fraction of a page when the fresh query simply starts earlier, but at least a
-        whole request as a query of its own. A longer one (Graph was down) is queued as a
-        catch-up on leftover budget, so the fresh tier stays fresh.
-        """
-        if start - covered_from <= tier.window:
-            return min(start, covered_from)
-        self._queue_catch_up(covered_from, start)
-        return start
-
-    def _queue_catch_up(self, start: float, end: float) -> None:
-        """Ask once, on leftover budget, for events with ``start <= time <= end``.
-
-        Used for stretches the fresh tier did not cover in time (it ran late, failed, or the
-        API held events back); without it they would wait for the sweep whose age covers
-        them. Bounded below by the oldest frontier, which eviction respects.
-        """
-        start = max(start, min(self.frontiers.values(), default=start))
-        if end - start <= GAP_TOLERANCE:
-            return
-        if self.catch_up is not None:
-            start, end = min(start, self.catch_up[0]), max(end, self.catch_up[1])
-        self.catch_up = (start, end)
-
-    def _launch(self, tier: Tier, start: float, end: float | None, now: float) -> None:
-        """Begin a query of ``tier``; its pages are pulled one at a time by the loop."""
-        outcome = PollOutcome(tier.name, now, start, end, throttled=self.graph.throttled)
-        self.metrics.tier_window.labels(self.source.name, tier.name).set(
-            (end if end is not None else now) - start
-        )
-        self.active[tier.name] = TierRun(
-            tier,
-            outcome,
-            self.graph.pages(self.source, start, end),
-            backlog=not self.warmed and tier.name not in self.completed_tiers,
-        )
-
-    def _fresh_start(self, now: float, tier: Tier) -> float:
-        """The fresh window's start; until a first fresh query completes, where the first began.
-
-        Sweeps only reach back from their own frontiers, so the first window's older part
-        would otherwise be left to chance if the first query is cut short.
-        """
-        start = now - tier.window
-        if self.last_complete is not None:
-            return start
+    def _launch(self, launch: Launch) -> None:
+        """Begin a query; its pages are pulled one at a time by the loop."""
         name = self.source.name
-        first = self.ledger.checkpoint(name, CHECKPOINT_FIRST_START)
-        if first is None:
-            self._persist(
-                lambda: self.ledger.set_checkpoints(name, {CHECKPOINT_FIRST_START: start})
-            )
-            return start
-        return max(min(start, first), now - self.source.max_lookback)
-
-    def _pick(self, now: float) -> TierRun:
-        """The run whose tier is furthest below its planned share of requests (fresh on ties).
-
-        Rescans never go while a fresh query has pages to fetch: they spend what the budget
-        has to spare, and a fresh query waiting behind them would deliver everything later.
-        Among themselves the one whose next rescan falls due first goes first (earliest
-        deadline): a band rescanned every minute is not held up by a deep band's hundreds
-        of pages, and one that read a long backlog does not then wait for others' credits.
-
-        A catch-up query does the shallow sweeps' job (fetching what the fresh window missed)
-        for the stretch it covers, so while one runs it takes their turns and the rescans'
-        too: after an incident it reads the released stretch once, and rescans sharing the
-        budget with it would read the same stretch again, each at its own period, so the
-        last of the release would wait for the slowest band.
-        """
-        elapsed = max(0.0, now - self._credit_at)
-        self._credit_at = now
-        for tier in self.schedule:
-            credit = self.credits.get(tier.name, 0.0) + tier.requests_per_second * elapsed
-            self.credits[tier.name] = min(CREDIT_CAP, credit)
-        runs = [run for run in self.active.values() if not run.tier.is_rescan]
-        if CATCH_UP in self.active:
-            runs = [
-                run for run in runs if run.tier.is_fresh or run.tier.name in (CATCH_UP, DEEPEST)
-            ]
-        rescans = [run for run in self.active.values() if run.tier.is_rescan]
-        if rescans and FRESH not in self.active and CATCH_UP not in self.active:
-            runs.append(min(rescans, key=lambda run: run.outcome.asof + run.tier.interval))
-        return max(runs, key=lambda run: (self.credits.get(run.tier.name, 0.0), run.tier.is_fresh))
+        if launch.persist:
+            self._persist(lambda: self.ledger.set_checkpoints(name, launch.persist))
+        tier, start, end = launch.tier, launch.start, launch.end
+        if tier.is_fresh:
+            self.metrics.query_window.labels(name).set(tier.window)
+        outcome = PollOutcome(tier.name, launch.asof, start, end, throttled=self.graph.throttled)
+        self.metrics.tier_window.labels(name, tier.name).set(
+            (end if end is not None else launch.asof) - start
+        )
+        self.active[tier.name] = TierRun(launch, outcome, self.graph.pages(self.source, start, end))
 
     def _publish_schedule(self, now: float) -> None:
         name = self.source.name
-        behind: dict[str, float] = {}
-        for tier in self.schedule:
-            if tier.is_fresh or tier.is_rescan:
-                last = self.last_fresh_start if tier.is_fresh else self.rescan_starts.get(tier.name)
-                late = now - (last or now) - tier.interval
-                behind[tier.name] = max(0.0, late) if tier.name not in self.active else 0.0
-            else:
-                behind[tier.name] = sweep_behind(now, tier, self.frontiers[tier.name])
-            self.metrics.tier_behind.labels(name, tier.name).set(behind[tier.name])
-        self.metrics.guaranteed_lateness.labels(name).set(guaranteed_lateness(self.tiers, behind))
+        behind = self.schedule.behind(now)
+        for tier, seconds in behind.items():
+            self.metrics.tier_behind.labels(name, tier).set(seconds)
+        self.metrics.guaranteed_lateness.labels(name).set(
+            guaranteed_lateness(self.schedule.tiers, behind)
+        )
 
     # -- one page ------------------------------------------------------------------------
 
@@ -530,7 +384,7 @@ class SourceLoop:
         finally:
             waited = self.graph.budget_waited - waited_before
             self.metrics.tier_budget_wait.labels(name, run.tier.name).inc(waited)
-        self.credits[run.tier.name] = self.credits.get(run.tier.name, 0.0) - 1.0
+        self.schedule.fetched(run.tier.name)
         self.metrics.tier_requests.labels(name, run.tier.name).inc()
         self.health.progressed(name)
         run.outcome.pages += 1
@@ -569,10 +423,10 @@ class SourceLoop:
             lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
         )
         outcome.new += len(fresh)
-        if run.backlog:
+        if run.launch.backlog:
             return  # visible before this process first read the stretch: not lateness
         if run.tier.is_fresh:
-            lags = arrival_lags(fresh, now, self.previous_fresh_start)
+            lags = arrival_lags(fresh, now, self.schedule.previous_fresh_start)
             self.lags.observe(lags, now)
         else:
             self.metrics.late_events_found.labels(name, run.tier.name).inc(len(fresh))
@@ -588,11 +442,7 @@ class SourceLoop:
     def _abandon(self, run: TierRun, error: str, reason: str = "other") -> None:
         """A run that failed for good: its tier retries later; nothing it did not finish counts."""
         self.active.pop(run.tier.name, None)
-        self.not_before[run.tier.name] = self.clock.now() + min(RUN_RETRY_DELAY, run.tier.interval)
-        if run.tier.is_rescan:  # the next rescan reaches back over what this one did not read
-            self.rescan_starts[run.tier.name] = run.outcome.start + band_of(run.tier).high
-        if run.tier.name == CATCH_UP and run.outcome.end is not None:
-            self._queue_catch_up(run.outcome.start, run.outcome.end)
+        self.schedule.abandoned(run.tier.name, self.clock.now())
         log.warning(
             "query abandoned, the tier retries",
             extra=fields(source=self.source.name, tier=run.tier.name, reason=reason, error=error),
@@ -605,19 +455,13 @@ class SourceLoop:
         name = self.source.name
         tier, outcome = run.tier, run.outcome
         self.active.pop(tier.name, None)
-        self._mark_completed(tier)
         outcome.throttled = self.graph.throttled - outcome.throttled
         finished = self.clock.now()
-        checkpoints: dict[str, float] = {}
+        checkpoints = self.schedule.completed(tier.name, outcome.newest_event_time)
         if tier.is_fresh:
-            self._complete_fresh(outcome, finished, checkpoints)
-        elif tier.name in self.frontiers:
-            assert outcome.end is not None
-            self.frontiers[tier.name] = outcome.end
-            checkpoints[FRONTIER_PREFIX + tier.name] = outcome.end
+            self._observe_fresh(outcome, finished)
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
-        in_flight = [active.outcome.start for active in self.active.values()]
-        horizon = eviction_horizon(self.frontiers.values(), in_flight)
+        horizon = self.schedule.eviction_horizon()
         self._persist(lambda: self.ledger.evict(name, horizon))
         self.health.progressed(name)
         log.info(
@@ -634,26 +478,11 @@ class SourceLoop:
             ),
         )
 
-    def _mark_completed(self, tier: Tier) -> None:
-        """Once every tier has completed a run, every age up to ``max_lookback`` was read.
-
-        Until then a tier's first run reads its stretch for the first time and cannot tell
-        lateness from the backlog of before the start. After it, a stretch is always one some
-        tier read before, so a rescan band that a replan creates finds late events, not
-        backlog, from its first run.
-        """
-        self.completed_tiers.add(tier.name)
-        if not self.warmed:
-            self.warmed = all(t.name in self.completed_tiers for t in self.schedule)
-
-    def _complete_fresh(
-        self, outcome: PollOutcome, finished: float, checkpoints: dict[str, float]
-    ) -> None:
+    def _observe_fresh(self, outcome: PollOutcome, finished: float) -> None:
+        """What a completed fresh query measured: the event rate, drift, warnings; replan."""
         name = self.source.name
-        if outcome.newest_event_time is not None:
-            self.newest_event_time = max(outcome.newest_event_time, self.newest_event_time or 0.0)
-            checkpoints[CHECKPOINT_NEWEST_EVENT] = self.newest_event_time
-        drift = None if self.newest_event_time is None else finished - self.newest_event_time
+        newest = self.schedule.newest_event_time
+        drift = None if newest is None else finished - newest
         if outcome.newest_event_time is not None and outcome.newest_event_time > outcome.start:
             # Events per second over the stretch that holds visible events: an incident that
             # hides the recent past must not make the source look quiet.
@@ -663,41 +492,12 @@ class SourceLoop:
                 if not self.rate
                 else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate
             )
-        self.previous_fresh_start = outcome.start
-        self.last_complete = outcome.asof
-        checkpoints[CHECKPOINT_LAST_COMPLETE] = outcome.asof
-        checkpoints[CHECKPOINT_LAST_START] = outcome.asof
         if drift is not None:
             self.metrics.api_drift.labels(name).set(drift)
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - outcome.asof)
         self.warnings.check_poll(name, outcome.seconds, outcome.events, outcome.throttled, drift)
-        self._watch_for_incident(outcome)
         self._replan(finished)
-
-    def _watch_for_incident(self, outcome: PollOutcome) -> None:
-        """After nothing new was visible for longer than the fresh tier's age, catch up at once.
-
-        When the API holds events back (an incident) and then releases them, they are older
-        than the fresh window and would wait for the sweep whose age covers them, hours
-        perhaps. So the stretch from the last event seen before going dark to the start of
-        the first fresh query that sees events again is queried once, on the leftover budget.
-        Events held back from before the last one seen count too: the shallow sweeps passed
-        them while they were invisible, so the stretch reaches back as far as those sweeps do.
-        """
-        fresh = self.tiers[0]
-        # Measured when the query began (its result set is fixed then), not when its last
-        # page came in: a long query under a busy budget is not an incident.
-        quiet = None if self.newest_event_time is None else outcome.asof - self.newest_event_time
-        if quiet is not None and quiet > fresh.age:
-            if self.dark_from is None:
-                self.dark_from = self.newest_event_time
-            return
-        if self.dark_from is None:
-            return
-        reach = max([fresh.window, *(t.age + t.interval for t in self.tiers[1:-1])])
-        self._queue_catch_up(self.dark_from - reach, outcome.start)
-        self.dark_from = None
 
     def _persist(self, write: Callable[[], T]) -> T:
         """Retry a ledger write until it succeeds: a full disk pauses delivery, it loses nothing."""

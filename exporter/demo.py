@@ -268,7 +268,7 @@ def _wait_for_final_poll(exporter: Exporter, frozen_at: float, timeout: float = 
     """Every source completes one query that started after the freeze."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if all((loop.last_complete or 0.0) > frozen_at for loop in exporter.loops):
+        if all((loop.schedule.last_complete or 0.0) > frozen_at for loop in exporter.loops):
             return
         time.sleep(0.2)
 

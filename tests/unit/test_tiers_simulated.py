@@ -201,7 +201,7 @@ def test_a_restart_resumes_every_sweep_where_it_stopped(tmp_path: Path) -> None:
     take up the stored frontiers, or the stretch swept during the downtime is never swept."""
     duration = 2 * HOUR
     before, _, _, _ = run_loop(make_events(random.Random(3), duration), duration, tmp_path)
-    stopped = dict(before.frontiers)
+    stopped = dict(before.schedule.frontiers)
     assert stopped, "the first run had sweeps"
 
     downtime = 3 * HOUR
@@ -213,7 +213,8 @@ def test_a_restart_resumes_every_sweep_where_it_stopped(tmp_path: Path) -> None:
         after, _, _ = build_loop(api, ledger, clock, stop)
     finally:
         ledger.close()
-    resumed = {name: after.frontiers[name] for name in stopped if name in after.frontiers}
+    frontiers = after.schedule.frontiers
+    resumed = {name: frontiers[name] for name in stopped if name in frontiers}
     assert resumed, "the restart plans some of the same sweeps"
     assert resumed == {name: stopped[name] for name in resumed}
 
@@ -225,7 +226,7 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     source = loop.source
 
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
-    deepest = loop.tiers[-1]
+    deepest = loop.schedule.tiers[-1]
     settled = START + duration - deepest.age - 2 * deepest.interval
     expected = {e.id for e in events if START - HOUR / 2 <= e.event_time <= settled}
     late = {e.id for e in events if e.available_at - e.event_time > source.lookback + 60}
@@ -233,7 +234,7 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     missing = expected - set(delivery.delivered)
     assert not missing, f"{len(missing)} of {len(expected)} events never delivered"
     assert api.requests <= duration * 0.5 * 0.9 * 1.02, "the reserve was spent"
-    tiers = {t.name for t in loop.tiers}
+    tiers = {t.name for t in loop.schedule.tiers}
     assert {"fresh", "deepest"} <= tiers
     for tier in tiers:
         assert registry.get_sample_value(
@@ -258,7 +259,7 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     assert found("fresh") is None, "the fresh query's finds are not late finds"
     assert registry.get_sample_value(
         "siem_exporter_late_event_max_wait_seconds", {"source": "signins"}
-    ) == max(wait for _, wait in late_event_waits(loop.schedule))
+    ) == max(wait for _, wait in late_event_waits(loop.schedule.all))
     late_finds = sum(
         sample.value
         for metric in registry.collect()
@@ -271,7 +272,7 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     after_first_hour = [i for i in found_late if delivery.first_sent[i] >= START + HOUR]
     assert len(after_first_hour) <= late_finds <= len(found_late)
     assert late_finds >= len(hours_late)
-    stated = max(wait for _, wait in late_event_waits(loop.schedule))
+    stated = max(wait for _, wait in late_event_waits(loop.schedule.all))
     waits = sorted(delivery.first_sent[e.id] - available[e.id] for e in hours_late)
     assert waits[-1] <= stated + SOURCE.poll_interval, (
         f"events hours late waited up to {waits[-1] / 60:.0f} min after becoming visible; "
@@ -289,7 +290,7 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
     loop, api, delivery, registry = run_loop(events, duration, tmp_path, page_size=100)
 
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
-    fresh_age = loop.tiers[0].age
+    fresh_age = loop.schedule.tiers[0].age
     held_back = [
         e
         for e in events
@@ -311,7 +312,7 @@ def test_what_an_incident_held_back_is_caught_up_at_once(tmp_path: Path) -> None
     assert catch_up_pages
     # The release is read once, on what the tiers leave of the usable budget: rescans wait
     # meanwhile, or they would read the same stretch again and the last of it waits longer.
-    spare = BudgetConfig(5, 10.0).usable - sum(t.requests_per_second for t in loop.tiers)
+    spare = BudgetConfig(5, 10.0).usable - sum(t.requests_per_second for t in loop.schedule.tiers)
     bound = 1.15 * catch_up_pages / spare
     assert max(waits) <= bound, f"held-back events waited up to {max(waits):.0f} s, not {bound:.0f}"
     tier_waits = [
@@ -333,7 +334,7 @@ def test_a_stretch_the_fresh_tier_missed_while_graph_was_down_is_caught_up(
     loop, _, delivery, _ = run_loop(events, duration, tmp_path, down=down)
 
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
-    fresh_age = loop.tiers[0].age
+    fresh_age = loop.schedule.tiers[0].age
     visible_while_down = [
         e
         for e in events
@@ -358,20 +359,19 @@ def test_a_query_under_way_keeps_the_ledger_from_forgetting_what_it_may_still_re
     try:
         api = ModelApi([], RequestBudget(5, 10.0, clock), clock)
         loop, _, _ = build_loop(api, ledger, clock, stop)
-        deepest = next(t for t in loop.tiers if t.name == DEEPEST)
-        rescan = loop.rescans[-1]
-        old = loop.frontiers[DEEPEST] + 60.0
+        schedule = loop.schedule
+        deepest = next(t for t in schedule.tiers if t.name == DEEPEST)
+        rescan = schedule.rescans[-1]
+        frontier = schedule.frontiers[DEEPEST]
+        old = frontier + 60.0
         key = b"k" * 16
         ledger.record("signins", [(key, old)], START)
-        loop._launch(rescan, loop.frontiers[DEEPEST], START - rescan.age, START)
-        run = TierRun(
-            deepest,
-            PollOutcome(DEEPEST, START, loop.frontiers[DEEPEST], old + 2 * HOUR),
-            iter(()),
-        )
+        schedule._launch(rescan, frontier, START - rescan.age, START, {})
+        sweep = schedule._launch(deepest, frontier, old + 2 * HOUR, START, {})
+        run = TierRun(sweep, PollOutcome(DEEPEST, START, frontier, sweep.end), iter(()))
         loop.active[DEEPEST] = run
         loop._complete(run)
-        assert loop.frontiers[DEEPEST] == old + 2 * HOUR, "the deepest sweep moved on"
+        assert schedule.frontiers[DEEPEST] == old + 2 * HOUR, "the deepest sweep moved on"
         assert ledger.delivered("signins", [(key, old)]) == {key}, "the ledger forgot it"
     finally:
         ledger.close()
@@ -389,15 +389,22 @@ def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_fi
     try:
         api = ModelApi([], RequestBudget(5, 10.0, clock), clock)
         loop, _, _ = build_loop(api, ledger, clock, stop)
-        first = loop.schedule[0]
-        loop._launch(first, START - 60.0, None, START)
-        assert loop.active[first.name].backlog, "a first run before the others ran"
-        for tier in loop.schedule:
-            loop._launch(tier, START - 60.0, START, START)
-            loop._complete(loop.active[tier.name])
-        added = dataclasses.replace(loop.rescans[-1], name="rescan-99")
-        loop.rescans = (*loop.rescans, added)
-        loop._launch(added, START - HOUR, START - 60.0, START)
-        assert not loop.active[added.name].backlog, "a band added after every tier ran"
+        schedule = loop.schedule
+        now = START
+        while not schedule.warmed:
+            for launch in schedule.launches(now, SOURCE.max_lookback):
+                first = launch.tier.name not in schedule.completed_tiers
+                assert launch.backlog == first, "only first runs before every tier ran"
+                schedule.completed(launch.tier.name)
+            now += 60.0
+            assert now < START + HOUR, "every tier ran within the hour"
+        added = dataclasses.replace(schedule.rescans[-1], name="rescan-99")
+        schedule.rescans = (*schedule.rescans, added)
+        [launch] = [
+            launch
+            for launch in schedule.launches(now, SOURCE.max_lookback)
+            if launch.tier.name == added.name
+        ]
+        assert not launch.backlog, "a band added after every tier ran"
     finally:
         ledger.close()

@@ -1,0 +1,129 @@
+"""The pure query schedule, driven by hypothesis through any order of completions and failures.
+
+Whatever happens to the queries, the schedule must keep what the loop's guarantees rest on:
+each sweep reads its stretch of event time once and without gaps, a rescan reaches back far
+enough to find every event as late as its band, the ledger's eviction horizon never passes
+a query that may still return events, and the pick respects who yields to whom.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.rescan import band_of, plan_rescans
+from exporter.schedule import CATCH_UP, FRONTIER_PREFIX, QuerySchedule
+from exporter.window import FRESH, SourcePolicy, plan_tiers
+
+START = 1_800_000_000.0
+POLICY = SourcePolicy(poll_interval=60.0, lookback=120.0, max_lookback=6 * 3600.0, page_size=100)
+
+# One step of the world: time passes, then the picked query either fetches a page, reads its
+# last page, or fails for good; sometimes the fresh query sees nothing new (an incident).
+steps = st.lists(
+    st.tuples(
+        st.floats(min_value=0.0, max_value=900.0),
+        st.sampled_from(["page", "complete", "complete", "abandon"]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+def schedule_for(rate: float) -> QuerySchedule:
+    budget = 0.45
+    tiers = plan_tiers(POLICY, rate, None, budget)
+    schedule = QuerySchedule(tiers, {}, START)
+    schedule.adopt(tiers, {}, START)
+    spare = budget - sum(t.requests_per_second for t in tiers)
+    plan = plan_rescans(
+        tiers[0].age,
+        POLICY.max_lookback,
+        lambda band: 0.0,
+        rate,
+        POLICY.page_size,
+        spare,
+        POLICY.poll_interval,
+        4 * 3600.0,
+    )
+    schedule.rescans = plan.tiers
+    return schedule
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(min_value=0.01, max_value=50.0), steps)
+def test_whatever_happens_the_schedule_keeps_its_guarantees(
+    rate: float, world: list[tuple[float, str, bool]]
+) -> None:
+    schedule = schedule_for(rate)
+    now = START
+    swept: dict[str, float] = dict(schedule.frontiers)  # where each sweep's reading stands
+    rescanned: dict[str, float] = {}  # when each rescan band last began
+    newest = START - 30.0
+    for elapsed, outcome, dark in world:
+        now += elapsed
+        for launch in schedule.launches(now, POLICY.max_lookback):
+            tier = launch.tier
+            if tier.is_rescan:
+                band = band_of(tier)
+                since = rescanned.get(tier.name, now - tier.interval)
+                floor = min(schedule.frontiers.values())
+                assert launch.start <= max(since - band.high, floor) + 1e-6, "a rescan left a gap"
+                assert launch.end == now - band.low
+                rescanned[tier.name] = now
+            elif not tier.is_fresh and tier.name != CATCH_UP:
+                assert launch.start == swept[tier.name], "a sweep skipped or re-read a stretch"
+                assert launch.end is not None and launch.end <= now - tier.age
+        assert schedule.eviction_horizon() <= min(
+            [*(a.start for a in schedule.active.values()), *schedule.frontiers.values()]
+        ), "the ledger could forget what a query under way may still return"
+        if not schedule.active:
+            assert schedule.next_due(now) >= now or schedule.launches(now, POLICY.max_lookback)
+            continue
+        name = schedule.pick(now)
+        picked = schedule.active[name]
+        if picked.tier.is_rescan:
+            assert FRESH not in schedule.active, "a rescan went while a fresh query waited"
+            assert CATCH_UP not in schedule.active, "a rescan went while a catch-up waited"
+            due = [a.asof + a.tier.interval for a in schedule.active.values() if a.tier.is_rescan]
+            assert picked.asof + picked.tier.interval == min(due), "earliest deadline first"
+        if outcome == "page":
+            schedule.fetched(name)
+        elif outcome == "abandon":
+            schedule.abandoned(name, now)
+            if picked.tier.is_rescan:  # the next rescan reaches back over what this one missed
+                rescanned[name] = picked.start + band_of(picked.tier).high
+        else:
+            if picked.tier.is_fresh and not dark:
+                newest = now - 5.0
+            checkpoints = schedule.completed(name, newest if picked.tier.is_fresh else None)
+            if name in swept:
+                assert picked.end is not None
+                swept[name] = picked.end
+                assert checkpoints[FRONTIER_PREFIX + name] == picked.end, "the frontier persists"
+
+
+def test_after_an_incident_the_stretch_held_back_is_caught_up_once() -> None:
+    """Nothing new visible for longer than the fresh tier's age, then events again: one
+    catch-up from before the last event seen (as far back as the shallow sweeps reach) to
+    the start of the query that saw events again."""
+    schedule = schedule_for(1.0)
+    fresh = schedule.tiers[0]
+    now = START
+    newest = START - 10.0
+    for seen in [True, False, False, False, True]:
+        while FRESH not in schedule.active:
+            schedule.launches(now, POLICY.max_lookback)
+            now += fresh.interval
+        launch = schedule.active[FRESH]
+        if seen:
+            newest = launch.asof - 10.0
+        now += fresh.interval * 8  # long enough for the quiet to exceed the fresh age
+        schedule.completed(FRESH, newest)
+        for other in [n for n in schedule.active if n != FRESH]:
+            schedule.completed(other)
+    assert schedule.catch_up is not None, "the release is queued for a catch-up"
+    begin, end = schedule.catch_up
+    assert end == launch.start
+    assert begin <= START - 10.0 - fresh.window
