@@ -8,11 +8,17 @@ can do: an event ``L`` late then waits at most :func:`exporter.window.longest_wa
 schedule, uniformly distributed below it (it becomes visible at a random point of the period
 of the tier that finds it). ``ours/best`` in the tables compares the measured latencies with
 these.
+
+An incident's release is not lateness a schedule can plan for: every event it held back
+becomes visible at once, and the best any collector can do is read them back to back on the
+whole usable budget, so the last waits ``pages / usable rate`` and the others are spread
+evenly below that (the fresh tier's share is ignored: a bound, not a plan).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from dataclasses import dataclass
 
@@ -40,11 +46,20 @@ def best_latencies(events: Events, source: SourceConfig, budget: BudgetConfig) -
     eligible = [i for i in range(len(events)) if events.available[i] <= events.end]
     if not eligible:
         return None
+    released_at = events.incident[1] if events.incident else None
+    released = sum(1 for i in eligible if events.available[i] == released_at)
+    release = math.ceil(released / source.page_size) / budget.usable
     sample = rng.sample(eligible, min(SAMPLE, len(eligible)))
-    lateness = sorted(events.available[i] - events.times[i] / 1e6 for i in sample)
+    held = [i for i in sample if events.available[i] == released_at]
+    lateness = sorted(
+        events.available[i] - events.times[i] / 1e6
+        for i in sample
+        if events.available[i] != released_at
+    )
     schedule = best_schedule(lateness, events.per_day / 86400.0, source, budget)
-    waits = sorted(rng.random() * longest_wait(schedule, late) for late in lateness)
-    maximum = max(longest_wait(schedule, late) for late in lateness)
+    waits = [rng.random() * longest_wait(schedule, late) for late in lateness]
+    waits = sorted(waits + [rng.random() * release for _ in held])
+    maximum = max([longest_wait(schedule, late) for late in lateness] + [release] * bool(held))
     return Best(waits[min(len(waits) - 1, int(0.99 * len(waits)))], maximum, schedule)
 
 

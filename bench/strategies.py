@@ -235,12 +235,10 @@ class ModelPages:
         ge_us = math.floor(start) * US
         le_us = None if end is None else math.ceil(end) * US
         reply = self._call(source.name, lambda: api.query(ge_us, le_us, None, source.page_size))
-        number = 1
-        yield Page(self._objects(reply.page), number)
+        yield Page(self._objects(reply.page))
         while reply.snapshot is not None:
             reply = self._call(source.name, partial(api.follow, reply.snapshot))
-            number += 1
-            yield Page(self._objects(reply.page), number)
+            yield Page(self._objects(reply.page))
 
     def _objects(self, page: list[int]) -> list[dict[str, str]]:
         return [self._object(index) for index in page]

@@ -37,7 +37,6 @@ from exporter.schedule import (
     CATCH_UP,
     CHECKPOINT_FIRST_START,
     CHECKPOINT_LAST_COMPLETE,
-    CHECKPOINT_LAST_START,
     CHECKPOINT_NEWEST_EVENT,
     FRONTIER_PREFIX,
     Launch,
@@ -220,7 +219,6 @@ class SourceLoop:
             checkpoint: value
             for checkpoint in (
                 CHECKPOINT_LAST_COMPLETE,
-                CHECKPOINT_LAST_START,
                 CHECKPOINT_NEWEST_EVENT,
                 CHECKPOINT_FIRST_START,
             )

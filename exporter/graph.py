@@ -128,7 +128,6 @@ class Page:
     """One page of a query, as the API returned it."""
 
     events: list[dict[str, Any]]
-    number: int
 
 
 class GraphClient:
@@ -157,11 +156,9 @@ class GraphClient:
     def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
         """Every page of the query from ``start`` (to ``end``), newest first, until no nextLink."""
         url: str | None = first_page_url(self.graph_url, source, start, end)
-        number = 0
         while url is not None:
             events, next_link = self._fetch_page(source.name, url)
-            number += 1
-            yield Page(events, number)
+            yield Page(events)
             if next_link is not None and not same_origin(next_link, self.graph_url):
                 self.metrics.api_errors.labels(source.name, ForeignNextLinkError.reason).inc()
                 raise ForeignNextLinkError(

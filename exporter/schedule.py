@@ -20,7 +20,6 @@ from exporter.rescan import band_of
 from exporter.window import DEEPEST, FRESH, Tier, eviction_horizon, sweep_behind, sweep_due
 
 CHECKPOINT_LAST_COMPLETE = "last_complete"
-CHECKPOINT_LAST_START = "last_start"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"
 CHECKPOINT_FIRST_START = "first_start"
 FRONTIER_PREFIX = "frontier:"
@@ -59,7 +58,7 @@ class QuerySchedule:
         self.tiers = tiers
         self.rescans: tuple[Tier, ...] = ()
         self.last_complete = stored.get(CHECKPOINT_LAST_COMPLETE)
-        self.last_fresh_start = stored.get(CHECKPOINT_LAST_START)
+        self.last_fresh_start = self.last_complete
         self.newest_event_time = stored.get(CHECKPOINT_NEWEST_EVENT)
         self.first_start = stored.get(CHECKPOINT_FIRST_START)
         self.previous_fresh_start: float | None = None
@@ -308,7 +307,6 @@ class QuerySchedule:
         self.previous_fresh_start = launch.start
         self.last_complete = launch.asof
         checkpoints[CHECKPOINT_LAST_COMPLETE] = launch.asof
-        checkpoints[CHECKPOINT_LAST_START] = launch.asof
         self._watch_for_incident(launch)
 
     def _watch_for_incident(self, launch: Launch) -> None:

@@ -44,7 +44,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "foreign_next_link_url": (str,),
     "retry_after_style": (str,),
 }
-KNOBS = frozenset(_TYPES)
 
 
 class Faults:

@@ -87,9 +87,7 @@ class ModelApi:
             self.requests += 1
             chunk = visible[offset : offset + source.page_size]
             self.serving_fresh = end is None
-            yield Page(
-                [{"id": e.id, "createdDateTime": iso(e.event_time)} for e in chunk], number + 1
-            )
+            yield Page([{"id": e.id, "createdDateTime": iso(e.event_time)} for e in chunk])
 
 
 class RecordingDelivery:
