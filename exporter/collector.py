@@ -141,24 +141,15 @@ def arrival_lags(
 
 
 @dataclass
-class PollOutcome:
-    """What one run of a tier saw."""
+class RunTally:
+    """What one query has seen so far; its tier and times are its :class:`Launch`'s."""
 
-    tier: str
-    asof: float
-    start: float
-    end: float | None
+    throttled_before: int  # the client's throttle count when the query began
     pages: int = 0
     events: int = 0
     new: int = 0
     newest_event_time: float | None = None
     max_lag: float = 0.0
-    throttled: int = 0
-
-    @property
-    def seconds(self) -> float:
-        """How far back this query reached: the ``query_window_seconds`` gauge for fresh runs."""
-        return self.asof - self.start
 
 
 @dataclass
@@ -166,7 +157,7 @@ class TierRun:
     """A query of one tier in progress: its pages are pulled one at a time."""
 
     launch: Launch
-    outcome: PollOutcome
+    tally: RunTally
     pages: Iterator[Page]
     seen: set[bytes] = field(default_factory=set)
 
@@ -225,7 +216,7 @@ class SourceLoop:
             if (value := ledger.checkpoint(name, checkpoint)) is not None
         }
         tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
-        self.schedule = QuerySchedule(tiers, stored, clock.now())
+        self.schedule = QuerySchedule(tiers, stored, clock.now(), source.max_lookback)
         self.active: dict[str, TierRun] = {}
         self._adopt_tiers(tiers, clock.now())
 
@@ -324,7 +315,7 @@ class SourceLoop:
         while not self.stop.is_set():
             now = self.clock.now()
             self.health.beat(name)
-            for launch in self.schedule.launches(now, self.source.max_lookback):
+            for launch in self.schedule.launches(now):
                 self._launch(launch)
             self._publish_schedule(now)
             if not self.active:
@@ -353,11 +344,11 @@ class SourceLoop:
         tier, start, end = launch.tier, launch.start, launch.end
         if tier.is_fresh:
             self.metrics.query_window.labels(name).set(tier.window)
-        outcome = PollOutcome(tier.name, launch.asof, start, end, throttled=self.graph.throttled)
         self.metrics.tier_window.labels(name, tier.name).set(
             (end if end is not None else launch.asof) - start
         )
-        self.active[tier.name] = TierRun(launch, outcome, self.graph.pages(self.source, start, end))
+        tally = RunTally(throttled_before=self.graph.throttled)
+        self.active[tier.name] = TierRun(launch, tally, self.graph.pages(self.source, start, end))
 
     def _publish_schedule(self, now: float) -> None:
         name = self.source.name
@@ -385,7 +376,7 @@ class SourceLoop:
         self.schedule.fetched(run.tier.name)
         self.metrics.tier_requests.labels(name, run.tier.name).inc()
         self.health.progressed(name)
-        run.outcome.pages += 1
+        run.tally.pages += 1
         if not page.events:
             self.metrics.empty_pages.labels(name).inc()
         else:
@@ -395,17 +386,17 @@ class SourceLoop:
 
     def _handle_page(self, events: list[dict[str, Any]], run: TierRun) -> None:
         name = self.source.name
-        outcome = run.outcome
+        tally = run.tally
         page = key_events(events, self.source.time_field)
         delivered = self.ledger.delivered(name, [(item.key, item.event_time) for item in page])
         fresh = select_new(page, delivered, run.seen)
         now = self.clock.now()
-        outcome.events += len(page)
+        tally.events += len(page)
         times = [item.event_time for item in page if item.event_time is not None]
         if times:
             newest = max(times)
-            if outcome.newest_event_time is None or newest > outcome.newest_event_time:
-                outcome.newest_event_time = newest
+            if tally.newest_event_time is None or newest > tally.newest_event_time:
+                tally.newest_event_time = newest
         duplicates = len(page) - len(fresh)
         if duplicates:
             self.metrics.duplicates.labels(name).inc(duplicates)
@@ -420,7 +411,7 @@ class SourceLoop:
         self._persist(
             lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
         )
-        outcome.new += len(fresh)
+        tally.new += len(fresh)
         if run.launch.backlog:
             return  # visible before this process first read the stretch: not lateness
         if run.tier.is_fresh:
@@ -435,7 +426,7 @@ class SourceLoop:
         arrival_lag = self.metrics.arrival_lag.labels(name)
         for lag in lags:
             arrival_lag.observe(max(0.0, lag))
-        outcome.max_lag = max([outcome.max_lag, *lags])
+        tally.max_lag = max([tally.max_lag, *lags])
 
     def _abandon(self, run: TierRun, error: str, reason: str = "other") -> None:
         """A run that failed for good: its tier retries later; nothing it did not finish counts."""
@@ -451,13 +442,12 @@ class SourceLoop:
     def _complete(self, run: TierRun) -> None:
         """A run reached its last page: move the tier on, record checkpoints, observe."""
         name = self.source.name
-        tier, outcome = run.tier, run.outcome
+        tier, tally, launch = run.tier, run.tally, run.launch
         self.active.pop(tier.name, None)
-        outcome.throttled = self.graph.throttled - outcome.throttled
         finished = self.clock.now()
-        checkpoints = self.schedule.completed(tier.name, outcome.newest_event_time)
+        checkpoints = self.schedule.completed(tier.name, tally.newest_event_time)
         if tier.is_fresh:
-            self._observe_fresh(outcome, finished)
+            self._observe_fresh(run, finished)
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
         horizon = self.schedule.eviction_horizon()
         self._persist(lambda: self.ledger.evict(name, horizon))
@@ -467,24 +457,25 @@ class SourceLoop:
             extra=fields(
                 source=name,
                 tier=tier.name,
-                window_seconds=round((outcome.end or outcome.asof) - outcome.start),
-                pages=outcome.pages,
-                events=outcome.events,
-                new=outcome.new,
-                duplicates=outcome.events - outcome.new,
-                max_lag_seconds=round(outcome.max_lag, 1),
+                window_seconds=round((launch.end or launch.asof) - launch.start),
+                pages=tally.pages,
+                events=tally.events,
+                new=tally.new,
+                duplicates=tally.events - tally.new,
+                max_lag_seconds=round(tally.max_lag, 1),
             ),
         )
 
-    def _observe_fresh(self, outcome: PollOutcome, finished: float) -> None:
+    def _observe_fresh(self, run: TierRun, finished: float) -> None:
         """What a completed fresh query measured: the event rate, drift, warnings; replan."""
         name = self.source.name
+        tally, start = run.tally, run.launch.start
         newest = self.schedule.newest_event_time
         drift = None if newest is None else finished - newest
-        if outcome.newest_event_time is not None and outcome.newest_event_time > outcome.start:
+        if tally.newest_event_time is not None and tally.newest_event_time > start:
             # Events per second over the stretch that holds visible events: an incident that
             # hides the recent past must not make the source look quiet.
-            measured = outcome.events / (outcome.newest_event_time - outcome.start)
+            measured = tally.events / (tally.newest_event_time - start)
             self.rate = (
                 measured
                 if not self.rate
@@ -493,8 +484,10 @@ class SourceLoop:
         if drift is not None:
             self.metrics.api_drift.labels(name).set(drift)
         self.metrics.last_success.labels(name).set(finished)
-        self.metrics.cycle_duration.labels(name).observe(finished - outcome.asof)
-        self.warnings.check_poll(name, outcome.seconds, outcome.events, outcome.throttled, drift)
+        self.metrics.cycle_duration.labels(name).observe(finished - run.launch.asof)
+        throttled = self.graph.throttled - tally.throttled_before
+        window = run.launch.asof - start  # how far back the fresh query reached
+        self.warnings.check_poll(name, window, tally.events, throttled, drift)
         self._replan(finished)
 
     def _persist(self, write: Callable[[], T]) -> T:

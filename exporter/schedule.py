@@ -51,11 +51,19 @@ class QuerySchedule:
     """One source's queries: when each falls due, which goes next, what completion moves.
 
     Restarts resume from the checkpoints of the previous process (``stored``: the names
-    above, and a frontier per sweep under ``FRONTIER_PREFIX``).
+    above, and a frontier per sweep under ``FRONTIER_PREFIX``). ``max_lookback`` is the
+    source's: no query reaches further back than that.
     """
 
-    def __init__(self, tiers: tuple[Tier, ...], stored: Mapping[str, float], now: float) -> None:
+    def __init__(
+        self,
+        tiers: tuple[Tier, ...],
+        stored: Mapping[str, float],
+        now: float,
+        max_lookback: float,
+    ) -> None:
         self.tiers = tiers
+        self.max_lookback = max_lookback
         self.rescans: tuple[Tier, ...] = ()
         self.last_complete = stored.get(CHECKPOINT_LAST_COMPLETE)
         self.last_fresh_start = self.last_complete
@@ -131,7 +139,7 @@ class QuerySchedule:
             moments.append(self.not_before.get(CATCH_UP, now))
         return min(moments)
 
-    def launches(self, now: float, max_lookback: float) -> list[Launch]:
+    def launches(self, now: float) -> list[Launch]:
         """The queries due now, each marked under way until completed or abandoned."""
         launches = []
         for tier in self.all:
@@ -144,7 +152,7 @@ class QuerySchedule:
                 if end - start <= GAP_TOLERANCE:
                     continue
             elif tier.is_fresh:
-                start, end = self._fresh_start(now, tier, max_lookback, persist), None
+                start, end = self._fresh_start(now, tier, persist), None
                 if self.last_complete is not None:
                     start = self._cover_fresh_gap(self.last_complete - tier.age, start, tier)
                 self.last_fresh_start = now
@@ -178,9 +186,7 @@ class QuerySchedule:
         since = self.rescan_starts.get(tier.name, now - tier.interval)
         return max(since - band.high, min(self.frontiers.values())), now - band.low
 
-    def _fresh_start(
-        self, now: float, tier: Tier, max_lookback: float, persist: dict[str, float]
-    ) -> float:
+    def _fresh_start(self, now: float, tier: Tier, persist: dict[str, float]) -> float:
         """The fresh window's start; until a first fresh query completes, where the first began.
 
         Sweeps only reach back from their own frontiers, so the first window's older part
@@ -193,7 +199,7 @@ class QuerySchedule:
             self.first_start = start
             persist[CHECKPOINT_FIRST_START] = start
             return start
-        return max(min(start, self.first_start), now - max_lookback)
+        return max(min(start, self.first_start), now - self.max_lookback)
 
     def _cover_fresh_gap(self, covered_from: float, start: float, tier: Tier) -> float:
         """The fresh query's start, reaching back over what late or failed runs left uncovered.

@@ -8,6 +8,8 @@ a query that may still return events, and the pick respects who yields to whom.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +36,7 @@ steps = st.lists(
 def schedule_for(rate: float) -> QuerySchedule:
     budget = 0.45
     tiers = plan_tiers(POLICY, rate, None, budget)
-    schedule = QuerySchedule(tiers, {}, START)
+    schedule = QuerySchedule(tiers, {}, START, POLICY.max_lookback)
     schedule.adopt(tiers, {}, START)
     spare = budget - sum(t.requests_per_second for t in tiers)
     plan = plan_rescans(
@@ -63,7 +65,7 @@ def test_whatever_happens_the_schedule_keeps_its_guarantees(
     newest = START - 30.0
     for elapsed, outcome, dark in world:
         now += elapsed
-        for launch in schedule.launches(now, POLICY.max_lookback):
+        for launch in schedule.launches(now):
             tier = launch.tier
             if tier.is_rescan:
                 band = band_of(tier)
@@ -79,7 +81,7 @@ def test_whatever_happens_the_schedule_keeps_its_guarantees(
             [*(a.start for a in schedule.active.values()), *schedule.frontiers.values()]
         ), "the ledger could forget what a query under way may still return"
         if not schedule.active:
-            assert schedule.next_due(now) >= now or schedule.launches(now, POLICY.max_lookback)
+            assert schedule.next_due(now) >= now or schedule.launches(now)
             continue
         name = schedule.pick(now)
         picked = schedule.active[name]
@@ -114,7 +116,7 @@ def test_after_an_incident_the_stretch_held_back_is_caught_up_once() -> None:
     newest = START - 10.0
     for seen in [True, False, False, False, True]:
         while FRESH not in schedule.active:
-            schedule.launches(now, POLICY.max_lookback)
+            schedule.launches(now)
             now += fresh.interval
         launch = schedule.active[FRESH]
         if seen:
@@ -127,3 +129,22 @@ def test_after_an_incident_the_stretch_held_back_is_caught_up_once() -> None:
     begin, end = schedule.catch_up
     assert end == launch.start
     assert begin <= START - 10.0 - fresh.window
+
+
+def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_first_run() -> None:
+    """Until every tier has read its stretch once, what a tier's first run finds may be the
+    backlog of before the start; after that, every age was read before, so a band a replan
+    adds finds late events at once, and they count."""
+    schedule = schedule_for(1.0)
+    now = START
+    while not schedule.warmed:
+        for launch in schedule.launches(now):
+            first = launch.tier.name not in schedule.completed_tiers
+            assert launch.backlog == first, "only first runs before every tier ran"
+            schedule.completed(launch.tier.name)
+        now += 60.0
+        assert now < START + POLICY.max_lookback * 2, "every tier ran"
+    added = dataclasses.replace(schedule.rescans[-1], name="rescan-99")
+    schedule.rescans = (*schedule.rescans, added)
+    [launch] = [launch for launch in schedule.launches(now) if launch.tier.name == added.name]
+    assert not launch.backlog, "a band added after every tier ran"

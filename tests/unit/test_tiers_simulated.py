@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
-from exporter.collector import PollOutcome, SourceLoop, TierRun
+from exporter.collector import RunTally, SourceLoop, TierRun
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.delivery import OutgoingEvent
 from exporter.errors import GraphHTTPError
@@ -366,43 +366,10 @@ def test_a_query_under_way_keeps_the_ledger_from_forgetting_what_it_may_still_re
         ledger.record("signins", [(key, old)], START)
         schedule._launch(rescan, frontier, START - rescan.age, START, {})
         sweep = schedule._launch(deepest, frontier, old + 2 * HOUR, START, {})
-        run = TierRun(sweep, PollOutcome(DEEPEST, START, frontier, sweep.end), iter(()))
+        run = TierRun(sweep, RunTally(throttled_before=0), iter(()))
         loop.active[DEEPEST] = run
         loop._complete(run)
         assert schedule.frontiers[DEEPEST] == old + 2 * HOUR, "the deepest sweep moved on"
         assert ledger.delivered("signins", [(key, old)]) == {key}, "the ledger forgot it"
-    finally:
-        ledger.close()
-
-
-def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_first_run(
-    tmp_path: Path,
-) -> None:
-    """Until every tier has read its stretch once, what a tier's first run finds may be the
-    backlog of before the start; after that, every age was read before, so a band a replan
-    adds finds late events at once, and they count."""
-    stop = threading.Event()
-    clock = ManualClock(START)
-    ledger = Ledger(tmp_path / "state.db")
-    try:
-        api = ModelApi([], RequestBudget(5, 10.0, clock), clock)
-        loop, _, _ = build_loop(api, ledger, clock, stop)
-        schedule = loop.schedule
-        now = START
-        while not schedule.warmed:
-            for launch in schedule.launches(now, SOURCE.max_lookback):
-                first = launch.tier.name not in schedule.completed_tiers
-                assert launch.backlog == first, "only first runs before every tier ran"
-                schedule.completed(launch.tier.name)
-            now += 60.0
-            assert now < START + HOUR, "every tier ran within the hour"
-        added = dataclasses.replace(schedule.rescans[-1], name="rescan-99")
-        schedule.rescans = (*schedule.rescans, added)
-        [launch] = [
-            launch
-            for launch in schedule.launches(now, SOURCE.max_lookback)
-            if launch.tier.name == added.name
-        ]
-        assert not launch.backlog, "a band added after every tier ran"
     finally:
         ledger.close()
