@@ -332,13 +332,19 @@ def wait_for_quiet_delivery(
             for value in [float(line.rsplit(" ", 1)[1])]
         )
 
+    last: dict[str, float] = {}
+
     def quiet() -> bool:
         before = sent()
         time.sleep(2.0)
         received = sum(sum(ids.values()) for ids in received_ids(receiver, names).values())
-        return before == sent() == received
+        last.update(sent_before=before, sent=sent(), received=received)
+        return before == last["sent"] == received
 
-    wait_until(quiet, timeout, interval=0.0)
+    try:
+        wait_until(quiet, timeout, interval=0.0)
+    except AssertionError as exc:
+        raise AssertionError(f"delivery did not settle: {last}") from exc
 
 
 @contextlib.contextmanager
