@@ -13,8 +13,11 @@ from tests.stack import SimProcess, start_sim
 
 # In CI the property tests draw the same examples every run, so a submission that passed
 # here passes there; a developer's run draws new ones and so keeps exploring. A failure
-# prints the blob to reproduce it.
-settings.register_profile("ci", derandomize=True, print_blob=True)
+# prints the blob to reproduce it. No per-example deadline in CI, where three tests share
+# two cores, nor under mutmut (`--hypothesis-profile=mutation`), whose trampolines slow
+# every call: how fast the core is, is the benchmarks' business, not a test's.
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("mutation", deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
