@@ -26,6 +26,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -35,11 +36,11 @@ from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply
 from exporter.budget import RequestBudget
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
-from exporter.delivery import OutgoingEvent
-from exporter.graph import Interrupted, Page
+from exporter.graph import key_events
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
+from exporter.pipeline import Interrupted, KeyedEvent, Page
 
 REQUEST_SECONDS = 0.5
 BUDGET = BudgetConfig(requests=5, per=10.0)
@@ -217,68 +218,75 @@ def run_halfopen(world: World, every: float = 60.0, delay: float = 30.0) -> RunS
 
 
 class ModelPages:
-    """:class:`exporter.collector.EventPages` over the model, paced and throttled as GraphClient is."""
+    """:class:`exporter.pipeline.Source` over the model, paced and throttled as GraphClient is."""
 
-    def __init__(self, world: World, budget: RequestBudget, metrics: ExporterMetrics) -> None:
+    def __init__(
+        self, world: World, source: SourceConfig, budget: RequestBudget, metrics: ExporterMetrics
+    ) -> None:
         self.world = world
+        self.source = source
         self.budget = budget
         self.metrics = metrics
-        self.throttled = 0
-        self.budget_waited = 0.0
-        # Overlapping windows return each event dozens of times; building its dict once
-        # keeps the adapter's share of the run small (the collector never mutates events).
-        self._object = lru_cache(maxsize=OBJECT_CACHE)(self._build)
+        # Overlapping windows return each event dozens of times; keying it once keeps the
+        # adapter's share of the run small (the collector never mutates events).
+        self._keyed = lru_cache(maxsize=OBJECT_CACHE)(self._key)
 
-    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
+    def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
         """The filter literal is in whole seconds, widened outwards, as GraphClient sends it."""
-        api = self.world.api
+        api, page_size = self.world.api, self.source.page_size
         ge_us = math.floor(start) * US
         le_us = None if end is None else math.ceil(end) * US
-        reply = self._call(source.name, lambda: api.query(ge_us, le_us, None, source.page_size))
-        yield Page(self._objects(reply.page))
+        reply, cost = self._call(lambda: api.query(ge_us, le_us, None, page_size))
+        yield Page(self._events(reply.page), *cost)
         while reply.snapshot is not None:
-            reply = self._call(source.name, partial(api.follow, reply.snapshot))
-            yield Page(self._objects(reply.page))
+            reply, cost = self._call(partial(api.follow, reply.snapshot))
+            yield Page(self._events(reply.page), *cost)
 
-    def _objects(self, page: list[int]) -> list[dict[str, str]]:
-        return [self._object(index) for index in page]
+    def _events(self, page: list[int]) -> list[KeyedEvent]:
+        return [self._keyed(index) for index in page]
 
-    def _build(self, index: int) -> dict[str, str]:
+    def _key(self, index: int) -> KeyedEvent:
         events = self.world.events
-        return {"id": events.event_id(index), "createdDateTime": events.event_time_text(index)}
+        event = {"id": events.event_id(index), "createdDateTime": events.event_time_text(index)}
+        return key_events([event], self.source.time_field)[0]
 
-    def _call(self, source: str, send: Callable[[], Reply]) -> Reply:
-        world, metrics = self.world, self.metrics
+    def _call(self, send: Callable[[], Reply]) -> tuple[Reply, tuple[int, int, float]]:
+        """A 200 reply and what it cost: requests, throttle retries, budget wait."""
+        world, metrics, name = self.world, self.metrics, self.source.name
+        requests = throttles = 0
+        budget_wait = 0.0
         while True:
             waited, interrupted = self.budget.acquire()
             world.blocked += waited
-            self.budget_waited += waited
-            metrics.budget_wait.labels(source).inc(waited)
+            budget_wait += waited
+            metrics.budget_wait.labels(name).inc(waited)
             if interrupted:
                 raise Interrupted
             reply = send()
-            metrics.api_requests.labels(source, str(reply.status)).inc()
+            requests += 1
+            metrics.api_requests.labels(name, str(reply.status)).inc()
             if world.clock.sleep(REQUEST_SECONDS):
                 raise Interrupted
             if reply.status == 200:
-                return reply
-            self.throttled += 1
-            metrics.throttle_retries.labels(source, "429").inc()
+                return reply, (requests, throttles, budget_wait)
+            throttles += 1
+            metrics.throttle_retries.labels(name, "429").inc()
             self.budget.block_until(world.clock.now() + reply.retry_after)
 
 
 class RecordingDelivery:
     """The SIEM stand-in: accepts every batch and records which events arrived when."""
 
-    sinks: Sequence[object] = ()
-
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def send(self, source: str, batch: Sequence[OutgoingEvent]) -> bool:
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
         index_of = self.world.events.index_of
         self.world.deliver([index_of(item.event["id"]) for item in batch])
         return True
+
+    def send_warning(self, text: str, timestamp: datetime) -> None:
+        """In-band warnings are off in the benchmark; the loop's logs still say them."""
 
 
 def run_ours(world: World, source: SourceConfig = OURS) -> RunStats:
@@ -286,21 +294,21 @@ def run_ours(world: World, source: SourceConfig = OURS) -> RunStats:
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
     budget = RequestBudget(BUDGET.requests, BUDGET.per, world.clock)
-    graph = ModelPages(world, budget, metrics)
+    api = ModelPages(world, source, budget, metrics)
     delivery = RecordingDelivery(world)
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         ledger = Ledger(Path(tmp) / "state.db")
         try:
             loop = SourceLoop(
                 source,
-                graph,
+                api,
                 ledger,
-                delivery,  # type: ignore[arg-type]
+                delivery,
                 metrics,
                 Health({source.name: source.poll_interval}, clock=world.clock.now),
                 world.clock,
                 world.stop,
-                InbandWarnings(False, delivery, world.clock),  # type: ignore[arg-type]
+                InbandWarnings(False, delivery, world.clock),
                 BUDGET,
             )
             loop.run()

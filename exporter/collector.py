@@ -17,20 +17,17 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from exporter.budget import BudgetShares
 from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
-from exporter.delivery import Delivery, OutgoingEvent
 from exporter.errors import GraphError, StateError, TokenError
-from exporter.eventtime import parse_event_time
-from exporter.graph import Interrupted, Page
 from exporter.inband import InbandWarnings
-from exporter.ledger import Ledger, event_key
+from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
+from exporter.pipeline import Interrupted, KeyedEvent, Outlet, Page, Source
 from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
 from exporter.retry import backoff
 from exporter.schedule import (
@@ -72,43 +69,6 @@ def _moved(value: float | None, planned: float | None) -> bool:
     return abs(value - planned) > REPLAN_CHANGE * max(planned, 1e-9)
 
 
-class EventPages(Protocol):
-    """Where a source's events come from: Graph over HTTPS, or a model in simulated time."""
-
-    throttled: int  # throttle retries so far, for the in-band "sustained throttling" warning
-    budget_waited: float  # seconds waited for the request budget so far, for the tier metric
-
-    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
-        """Every page of events with ``start <= event time (<= end)``, newest first."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class KeyedEvent:
-    """An event from a page with its dedupe key and parsed event time.
-
-    ``event_time`` is ``when`` in epoch seconds (for lags and the ledger), computed once:
-    every event passes through several lists per page.
-    """
-
-    key: bytes
-    has_id: bool
-    when: datetime | None
-    event_time: float | None
-    event: dict[str, Any]
-
-
-def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedEvent]:
-    """Attach dedupe keys and event times to a page's events."""
-    keyed = []
-    for event in events:
-        key, has_id = event_key(event)
-        when = parse_event_time(event.get(time_field))
-        seconds = None if when is None else when.timestamp()
-        keyed.append(KeyedEvent(key, has_id, when, seconds, event))
-    return keyed
-
-
 def select_new(
     page: Sequence[KeyedEvent], delivered: set[bytes], seen_this_poll: set[bytes]
 ) -> list[KeyedEvent]:
@@ -144,8 +104,9 @@ def arrival_lags(
 class RunTally:
     """What one query has seen so far; its tier and times are its :class:`Launch`'s."""
 
-    throttled_before: int  # the client's throttle count when the query began
     pages: int = 0
+    requests: int = 0
+    throttle_retries: int = 0
     events: int = 0
     new: int = 0
     newest_event_time: float | None = None
@@ -172,9 +133,9 @@ class SourceLoop:
     def __init__(
         self,
         source: SourceConfig,
-        graph: EventPages,
+        api: Source,
         ledger: Ledger,
-        delivery: Delivery,
+        delivery: Outlet,
         metrics: ExporterMetrics,
         health: Health,
         clock: Clock,
@@ -184,7 +145,7 @@ class SourceLoop:
         shares: BudgetShares | None = None,
     ) -> None:
         self.source = source
-        self.graph = graph
+        self.api = api
         self.ledger = ledger
         self.delivery = delivery
         self.metrics = metrics
@@ -347,8 +308,7 @@ class SourceLoop:
         self.metrics.tier_window.labels(name, tier.name).set(
             (end if end is not None else launch.asof) - start
         )
-        tally = RunTally(throttled_before=self.graph.throttled)
-        self.active[tier.name] = TierRun(launch, tally, self.graph.pages(self.source, start, end))
+        self.active[tier.name] = TierRun(launch, RunTally(), self.api.pages(start, end))
 
     def _publish_schedule(self, now: float) -> None:
         name = self.source.name
@@ -364,19 +324,19 @@ class SourceLoop:
     def _step(self, run: TierRun) -> None:
         """Fetch and handle the run's next page, or complete the run."""
         name = self.source.name
-        waited_before = self.graph.budget_waited
         try:
             page = next(run.pages)
         except StopIteration:
             self._complete(run)
             return
-        finally:
-            waited = self.graph.budget_waited - waited_before
-            self.metrics.tier_budget_wait.labels(name, run.tier.name).inc(waited)
+        tally = run.tally
+        self.metrics.tier_budget_wait.labels(name, run.tier.name).inc(page.budget_wait)
         self.schedule.fetched(run.tier.name)
         self.metrics.tier_requests.labels(name, run.tier.name).inc()
         self.health.progressed(name)
-        run.tally.pages += 1
+        tally.pages += 1
+        tally.requests += page.requests
+        tally.throttle_retries += page.throttle_retries
         if not page.events:
             self.metrics.empty_pages.labels(name).inc()
         else:
@@ -384,10 +344,9 @@ class SourceLoop:
         if self.stop.is_set():
             raise Interrupted
 
-    def _handle_page(self, events: list[dict[str, Any]], run: TierRun) -> None:
+    def _handle_page(self, page: list[KeyedEvent], run: TierRun) -> None:
         name = self.source.name
         tally = run.tally
-        page = key_events(events, self.source.time_field)
         delivered = self.ledger.delivered(name, [(item.key, item.event_time) for item in page])
         fresh = select_new(page, delivered, run.seen)
         now = self.clock.now()
@@ -405,8 +364,7 @@ class SourceLoop:
         without_id = sum(1 for item in fresh if not item.has_id)
         if without_id:
             self.metrics.events_without_id.labels(name).inc(without_id)
-        batch = [OutgoingEvent(item.event, item.when) for item in fresh]
-        if not self.delivery.send(name, batch):
+        if not self.delivery.send(name, fresh):
             raise Interrupted
         self._persist(
             lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
@@ -459,6 +417,7 @@ class SourceLoop:
                 tier=tier.name,
                 window_seconds=round((launch.end or launch.asof) - launch.start),
                 pages=tally.pages,
+                requests=tally.requests,
                 events=tally.events,
                 new=tally.new,
                 duplicates=tally.events - tally.new,
@@ -485,9 +444,8 @@ class SourceLoop:
             self.metrics.api_drift.labels(name).set(drift)
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - run.launch.asof)
-        throttled = self.graph.throttled - tally.throttled_before
         window = run.launch.asof - start  # how far back the fresh query reached
-        self.warnings.check_poll(name, window, tally.events, throttled, drift)
+        self.warnings.check_poll(name, window, tally.events, tally.throttle_retries, drift)
         self._replan(finished)
 
     def _persist(self, write: Callable[[], T]) -> T:

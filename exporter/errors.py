@@ -8,13 +8,14 @@ label value used in metrics, so an error can be counted without inventing new la
     ├── StateError              the state file cannot be opened, locked or written
     │   └── StateLockedError    another process holds the state file
     ├── TokenError              no access token could be obtained (reason: invalid_client, ...)
-    └── GraphError              a Graph request failed for good after its retries
-        ├── GraphHTTPError      a non-retryable HTTP status (reason: http_error)
-        ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
-        ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
-        └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+    ├── GraphError              a Graph request failed for good after its retries
+    │   ├── GraphHTTPError      a non-retryable HTTP status (reason: http_error)
+    │   ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
+    │   ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
+    │   └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+    └── SinkError               a sink did not take a batch: never fatal, Delivery retries
+        └── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
 
-Sink failures are ``exporter.syslog.SinkError``: they are never fatal, the collector retries.
 No message in this tree ever carries a secret or a bearer token.
 """
 
@@ -94,3 +95,15 @@ class GraphNetworkError(GraphError):
 
 
 API_ERROR_REASONS = ("malformed_page", "foreign_next_link", "http_error", "network")
+
+
+class SinkError(ExporterError):
+    """A sink did not take what it was given; nothing of it may be counted as delivered."""
+
+
+class SinkUnavailable(SinkError):
+    """The sink refused, could not be reached, or closed the connection mid-batch."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

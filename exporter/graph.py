@@ -8,6 +8,9 @@
 - A 200 whose body is not a complete page (cut off by an inline error) is retried and counted.
 - ``@odata.nextLink`` is followed only when its scheme, host and port are ``graph_url``'s:
   anything else is refused before a request is sent, so the bearer token never leaves.
+
+Each event is keyed by its ``id`` and dated by the source's time field here, so what leaves
+this module is the pipeline's :class:`~exporter.pipeline.Page` of keyed events.
 """
 
 from __future__ import annotations
@@ -16,15 +19,13 @@ import json
 import logging
 import random
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from exporter.auth import TokenProvider
 from exporter.budget import RequestBudget
 from exporter.clock import Clock
 from exporter.config import SourceConfig
@@ -35,9 +36,11 @@ from exporter.errors import (
     GraphNetworkError,
     MalformedPageError,
 )
+from exporter.eventtime import parse_event_time
 from exporter.https import PinnedSession
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
+from exporter.pipeline import Interrupted, KeyedEvent, Page, dedupe_key
 from exporter.retry import backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,6 @@ THROTTLE_STATUSES = frozenset({429, 503, 504})
 SERVER_ERROR_STATUSES = frozenset({500, 502})
 MAX_ATTEMPTS = 6
 MAX_THROTTLE_RETRIES = 30
-
-
-class Interrupted(Exception):
-    """Shutdown was requested while a request waited; the poll stops where it is."""
 
 
 def format_filter_time(epoch: float, round_up: bool = False) -> str:
@@ -123,20 +122,40 @@ def graph_error_code(body: bytes) -> tuple[str, str]:
         return "unknown", ""
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a query, as the API returned it."""
+def event_key(event: dict[str, Any]) -> tuple[bytes, bool]:
+    """The dedupe key of a Graph event (from its ``id``), and whether the id gave it."""
+    return dedupe_key(event.get("id"), event)
 
-    events: list[dict[str, Any]]
+
+def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedEvent]:
+    """Graph's events keyed by ``id`` and dated by ``time_field`` (header and window alike)."""
+    keyed = []
+    for event in events:
+        key, has_id = event_key(event)
+        when = parse_event_time(event.get(time_field))
+        seconds = None if when is None else when.timestamp()
+        keyed.append(KeyedEvent(key, has_id, seconds, when, event))
+    return keyed
+
+
+class BearerTokens(Protocol):
+    """Access tokens for Graph: :class:`exporter.auth.TokenProvider` (MSAL) in production."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None:
+        """Forget the cached token: Graph answered 401 with it."""
+        ...
 
 
 class GraphClient:
-    """Runs a source's queries against ``graph_url``; one per source thread."""
+    """Runs one source's queries against ``graph_url``: the :class:`Source` of its thread."""
 
     def __init__(
         self,
         graph_url: str,
-        tokens: TokenProvider,
+        source: SourceConfig,
+        tokens: BearerTokens,
         budget: RequestBudget,
         metrics: ExporterMetrics,
         clock: Clock,
@@ -144,21 +163,21 @@ class GraphClient:
         rng: random.Random | None = None,
     ) -> None:
         self.graph_url = graph_url
+        self.source = source
         self.tokens = tokens
         self.budget = budget
         self.metrics = metrics
         self.clock = clock
         self.http = http
         self.rng = rng or random.Random()
-        self.throttled = 0
-        self.budget_waited = 0.0
 
-    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
+    def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
         """Every page of the query from ``start`` (to ``end``), newest first, until no nextLink."""
+        source = self.source
         url: str | None = first_page_url(self.graph_url, source, start, end)
         while url is not None:
-            events, next_link = self._fetch_page(source.name, url)
-            yield Page(events)
+            page, next_link = self._fetch_page(url)
+            yield page
             if next_link is not None and not same_origin(next_link, self.graph_url):
                 self.metrics.api_errors.labels(source.name, ForeignNextLinkError.reason).inc()
                 raise ForeignNextLinkError(
@@ -167,23 +186,29 @@ class GraphClient:
                 )
             url = next_link
 
-    def _fetch_page(self, source: str, url: str) -> tuple[list[dict[str, Any]], str | None]:
-        """One page with retries; raises GraphError when retries are exhausted."""
-        failures = throttles = 0
+    def _fetch_page(self, url: str) -> tuple[Page, str | None]:
+        """One page with retries, and what it cost; raises GraphError when retries run out."""
+        source = self.source.name
+        failures = throttles = requests_sent = 0
+        waited = 0.0
         token_refreshed = False
         while True:
-            response = self._send(source, url)
+            response, slot_wait = self._send(url)
+            requests_sent += 1
+            waited += slot_wait
             now = self.clock.now()
             if response is None:
                 failure: GraphError = GraphNetworkError(f"cannot reach {urlsplit(url).netloc}")
             elif response.status_code == 200:
                 try:
-                    return parse_page(response.content)
+                    events, next_link = parse_page(response.content)
                 except MalformedPageError as exc:
                     failure = exc
+                else:
+                    keyed = key_events(events, self.source.time_field)
+                    return Page(keyed, requests_sent, throttles, waited), next_link
             elif response.status_code in THROTTLE_STATUSES:
                 throttles += 1
-                self.throttled += 1
                 self.metrics.throttle_retries.labels(source, str(response.status_code)).inc()
                 if throttles > MAX_THROTTLE_RETRIES:
                     raise GraphHTTPError(
@@ -226,10 +251,10 @@ class GraphClient:
             if self.clock.sleep(backoff(failures - 1, rng=self.rng)):
                 raise Interrupted
 
-    def _send(self, source: str, url: str) -> requests.Response | None:
-        """One request after a budget slot; None when the network failed."""
+    def _send(self, url: str) -> tuple[requests.Response | None, float]:
+        """One request after a budget slot, and the wait for it; None when the network failed."""
+        source = self.source.name
         waited, interrupted = self.budget.acquire()
-        self.budget_waited += waited
         self.metrics.budget_wait.labels(source).inc(waited)
         if interrupted:
             raise Interrupted
@@ -239,6 +264,6 @@ class GraphClient:
         except requests.RequestException as exc:
             self.metrics.api_requests.labels(source, "network").inc()
             log.warning("graph unreachable", extra=fields(source=source, error=type(exc).__name__))
-            return None
+            return None, waited
         self.metrics.api_requests.labels(source, str(response.status_code)).inc()
-        return response
+        return response, waited

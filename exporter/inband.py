@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from exporter.clock import Clock
 from exporter.config import format_duration
-from exporter.delivery import Delivery
 from exporter.logs import fields
+from exporter.pipeline import Outlet
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class InbandWarnings:
     """Decides when a condition deserves a WARNING line and sends it to every sink."""
 
     def __init__(
-        self, enabled: bool, delivery: Delivery, clock: Clock, repeat: float = REPEAT_SECONDS
+        self, enabled: bool, delivery: Outlet, clock: Clock, repeat: float = REPEAT_SECONDS
     ) -> None:
         self.enabled = enabled
         self.delivery = delivery

@@ -19,22 +19,17 @@ second index is needed. Events whose time cannot be read (never seen from Graph,
 possible) go to a small side table keyed by key alone, evicted by when they were recorded:
 an event is visible only after it happened.
 
-Keys are 16 bytes: the GUID itself for GUID ids (sign-ins), else the first 16 bytes of the
-SHA-256 of the id, or, for an event without an id, of its canonical JSON (a stable fallback:
-the same event fetched again has the same key).
+Keys are the 16 bytes each source derives for its events
+(:func:`exporter.pipeline.dedupe_key`); the ledger never looks inside an event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
-import re
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,26 +59,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 _LOOKUP_CHUNK = 500
 _RANGE_ROWS_PER_KEY = 4  # a range holding more rows than this per looked-up key is probed instead
-
-
-_CANONICAL_GUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
-)
-
-
-def event_key(event: Mapping[str, Any]) -> tuple[bytes, bool]:
-    """The dedupe key of an event and whether it came from the event's ``id``."""
-    event_id = event.get("id")
-    if isinstance(event_id, str) and event_id:
-        if _CANONICAL_GUID.fullmatch(event_id):
-            # What uuid.UUID(event_id).bytes gives for the usual form, ten times faster.
-            return bytes.fromhex(event_id.replace("-", "")), True
-        try:
-            return uuid.UUID(event_id).bytes, True
-        except ValueError:
-            return hashlib.sha256(event_id.encode("utf-8")).digest()[:16], True
-    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(b"\0no-id\0" + canonical.encode("utf-8")).digest()[:16], False
 
 
 def _check_integrity(db: sqlite3.Connection) -> None:

@@ -18,13 +18,14 @@ from exporter.budget import BudgetShares, RequestBudget
 from exporter.clock import RealClock
 from exporter.collector import SourceLoop
 from exporter.config import Config
-from exporter.delivery import Delivery, Sink
+from exporter.delivery import Delivery
 from exporter.graph import GraphClient
 from exporter.https import PinnedSession, trust_bundle
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health, start_http_server
+from exporter.syslog_sink import SyslogSink
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Exporter:
         self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
         self.shares = BudgetShares(config.budget.usable, len(config.sources))
         self.delivery = Delivery(
-            [Sink(s) for s in config.sinks], self.metrics, self.health, self.clock
+            [SyslogSink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )
         self.warnings = InbandWarnings(config.inband_warnings, self.delivery, self.clock)
         self.graph_sessions = [PinnedSession(verify, timeout=120.0) for _ in config.sources]
@@ -59,7 +60,13 @@ class Exporter:
             SourceLoop(
                 source,
                 GraphClient(
-                    config.graph_url, self.tokens, self.budget, self.metrics, self.clock, session
+                    config.graph_url,
+                    source,
+                    self.tokens,
+                    self.budget,
+                    self.metrics,
+                    self.clock,
+                    session,
                 ),
                 self.ledger,
                 self.delivery,

@@ -1,13 +1,8 @@
 """RFC 5424 syslog output: pure framing, and a thin socket transport (TCP, TLS, UDP).
 
 The framing half has no I/O, so property tests can hammer it. The transport half
-only moves bytes and reports failures as ``SinkUnavailable``; the caller owns retry,
-backoff, metrics and the decision to mark events delivered.
-
-Exceptions::
-
-    SinkError
-    └── SinkUnavailable   the sink could not be reached or stopped reading; re-send later
+only moves bytes and reports failures as ``exporter.errors.SinkUnavailable``; the caller
+owns retry, backoff, metrics and the decision to mark events delivered.
 """
 
 from __future__ import annotations
@@ -25,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from exporter.errors import SinkUnavailable
 
 FACILITIES: dict[str, int] = {
     "kern": 0,
@@ -66,18 +63,6 @@ _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NOT_ONE_LINE_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _RECV_PROBE_SIZE = 4096
-
-
-class SinkError(Exception):
-    """Base of every error this module raises about a sink."""
-
-
-class SinkUnavailable(SinkError):
-    """The sink did not take the batch; nothing in it may be counted as delivered."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def sanitize_header_field(value: str, max_length: int) -> str:

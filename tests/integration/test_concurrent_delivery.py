@@ -20,12 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.clock import RealClock
 from exporter.config import SyslogSinkConfig
-from exporter.delivery import Delivery, OutgoingEvent, Sink
-from exporter.eventtime import parse_event_time
+from exporter.delivery import Delivery
+from exporter.graph import key_events
 from exporter.metrics import ExporterMetrics, Health
 from exporter.sim.objects import tenant_scale_signin
 from exporter.sim.timeline import TICKS_PER_SECOND
 from exporter.syslog import FACILITIES
+from exporter.syslog_sink import SyslogSink
 from tests.rsyslog import RsyslogReceiver
 
 SOURCES = ("signins", "noninteractive", "serviceprincipal")
@@ -76,7 +77,7 @@ def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: st
     assert event_bytes > 10_000, "the point is production-sized events"
 
     with RsyslogReceiver(protocol="tcp", tls=protocol == "tls") as receiver:
-        sink = Sink(
+        sink = SyslogSink(
             SyslogSinkConfig(
                 name="siem",
                 host=receiver.host,
@@ -98,7 +99,7 @@ def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: st
         def run_source(source: str) -> None:
             start.wait()
             for page in pages[source]:
-                batch = [OutgoingEvent(e, parse_event_time(e["createdDateTime"])) for e in page]
+                batch = key_events(page, "createdDateTime")
                 outcomes[source].append(delivery.send(source, batch))
 
         threads = [threading.Thread(target=run_source, args=(s,)) for s in SOURCES]

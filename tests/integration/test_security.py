@@ -428,14 +428,6 @@ def test_a_redirect_from_graph_is_refused_and_never_followed(tmp_path: Path) -> 
     try:
         clock = RealClock()
         metrics = ExporterMetrics(CollectorRegistry())
-        client = GraphClient(
-            graph.url,
-            FixedToken(),  # type: ignore[arg-type]
-            RequestBudget(100, 1.0, clock),
-            metrics,
-            clock,
-            PinnedSession(graph.ca_file),
-        )
         source = SourceConfig(
             "signins",
             "/v1.0/auditLogs/signIns",
@@ -445,8 +437,17 @@ def test_a_redirect_from_graph_is_refused_and_never_followed(tmp_path: Path) -> 
             lookback=120.0,
             max_lookback=3600.0,
         )
+        client = GraphClient(
+            graph.url,
+            source,
+            FixedToken(),
+            RequestBudget(100, 1.0, clock),
+            metrics,
+            clock,
+            PinnedSession(graph.ca_file),
+        )
         with pytest.raises(GraphHTTPError) as refused_with:
-            next(client.pages(source, time.time() - 60))
+            next(client.pages(time.time() - 60))
         assert refused_with.value.status == 302
         time.sleep(0.5)
     finally:

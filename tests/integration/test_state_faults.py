@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.ledger import Ledger, event_key
+from exporter.graph import event_key
+from exporter.ledger import Ledger
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import SimProcess, collector_config, free_port, metric_value, wait_until
 

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from exporter.collector import arrival_lags, key_events, select_new
+from exporter.collector import arrival_lags, select_new
 from exporter.errors import StateError, StateLockedError
-from exporter.ledger import Ledger, event_key
+from exporter.graph import event_key, key_events
+from exporter.ledger import Ledger
 
 ids = st.uuids().map(str)
 

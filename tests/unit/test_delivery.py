@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from exporter.clock import ManualClock
 from exporter.config import SyslogSinkConfig
-from exporter.delivery import Delivery, OutgoingEvent, Sink
+from exporter.delivery import Delivery
+from exporter.errors import SinkUnavailable
 from exporter.metrics import ExporterMetrics, Health
-from exporter.syslog import SinkUnavailable
+from exporter.pipeline import KeyedEvent
+from exporter.syslog_sink import SyslogSink
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -54,8 +56,8 @@ class StoppingClock(ManualClock):
         return len(self.sleeps) >= self.stop_after
 
 
-def sink(name: str, transport: ScriptedTransport) -> Sink:
-    built = Sink(
+def sink(name: str, transport: ScriptedTransport) -> SyslogSink:
+    return SyslogSink(
         SyslogSinkConfig(
             name=name,
             host="siem.invalid",
@@ -65,18 +67,20 @@ def sink(name: str, transport: ScriptedTransport) -> Sink:
             ca_file=None,
             facility=16,
             hostname="collector-1",
-        )
+        ),
+        transport,
     )
-    built.transport = transport  # type: ignore[assignment]
-    return built
 
 
-def batch(count: int) -> list[OutgoingEvent]:
-    return [OutgoingEvent({"id": f"event-{n}", "n": n}, WHEN) for n in range(count)]
+def batch(count: int) -> list[KeyedEvent]:
+    return [
+        KeyedEvent(n.to_bytes(16), True, WHEN.timestamp(), WHEN, {"id": f"event-{n}", "n": n})
+        for n in range(count)
+    ]
 
 
 def delivery_for(
-    sinks: Sequence[Sink], clock: ManualClock
+    sinks: Sequence[SyslogSink], clock: ManualClock
 ) -> tuple[Delivery, CollectorRegistry, Health]:
     registry = CollectorRegistry()
     health = Health()
@@ -153,11 +157,13 @@ def test_a_shutdown_during_retries_is_never_reported_as_delivered() -> None:
     assert sample(registry, "events_sent_total", source="signins", sink="a") is None
 
 
-def test_a_message_sent_without_retry_is_tried_once() -> None:
-    refusing = ScriptedTransport(refusals=1)
+def test_a_warning_is_tried_once_on_every_sink_and_never_retried() -> None:
+    refusing, steady = ScriptedTransport(refusals=1), ScriptedTransport()
     clock = StoppingClock(stop_after=100)
-    delivery, registry, _ = delivery_for([sink("a", refusing)], clock)
-    warning = b"<132>1 - - siem-exporter - warning - WARNING: x"
-    assert delivery.send_messages(delivery.sinks[0], [warning], retry=False) is False
+    delivery, registry, _ = delivery_for([sink("a", refusing), sink("b", steady)], clock)
+    delivery.send_warning("WARNING: x", WHEN)
     assert refusing.attempts == 1 and clock.sleeps == []
+    (warning,) = steady.accepted[0]
+    pri, *_, msgid, data, text = warning.split(b" ", 7)
+    assert (pri, msgid, data, text) == (b"<132>1", b"warning", b"-", b"WARNING: x")
     assert sample(registry, "sink_errors_total", sink="a") == 1

@@ -16,18 +16,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.collector import RunTally, SourceLoop, TierRun
 from exporter.config import BudgetConfig, SourceConfig
-from exporter.delivery import OutgoingEvent
 from exporter.errors import GraphHTTPError
-from exporter.graph import Page
+from exporter.graph import key_events
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
+from exporter.pipeline import KeyedEvent, Page
 from exporter.window import DEEPEST, late_event_waits
 
 HOUR = 3600.0
@@ -59,18 +60,27 @@ class StoppingClock(ManualClock):
 class ModelApi:
     """Graph's paging semantics over a fixed list of events, spending the shared budget."""
 
-    def __init__(self, events: Sequence[ModelEvent], budget: RequestBudget, clock: ManualClock):
+    def __init__(
+        self,
+        events: Sequence[ModelEvent],
+        budget: RequestBudget,
+        clock: ManualClock,
+        page_size: int = 1000,
+    ):
         self.events = sorted(events, key=lambda e: e.event_time, reverse=True)
         self.budget = budget
         self.clock = clock
-        self.throttled = 0
+        self.page_size = page_size
         self.budget_waited = 0.0
         self.requests = 0
         self.down: tuple[float, float] | None = None
         self.serving_fresh = False  # the page just served answers an open-ended (fresh) query
+        # Throttle retries each page reports, for open-ended (fresh) and bounded queries.
+        self.fresh_throttles = self.bounded_throttles = 0
+        self.bounded_pages = 0
 
-    def pages(self, source: SourceConfig, start: float, end: float | None = None) -> Iterator[Page]:
-        self.budget_waited += self.budget.acquire()[0]
+    def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
+        waited = self.budget.acquire()[0]
         asof = self.clock.now()
         if self.down and self.down[0] <= asof < self.down[1]:
             raise GraphHTTPError(503, "serviceNotAvailable", "the model is down")
@@ -81,30 +91,39 @@ class ModelApi:
             and e.event_time >= start
             and (end is None or e.event_time <= end)
         ]
-        for number, offset in enumerate(range(0, max(1, len(visible)), source.page_size)):
+        self.budget_waited += waited
+        for number, offset in enumerate(range(0, max(1, len(visible)), self.page_size)):
             if number:
-                self.budget_waited += self.budget.acquire()[0]
+                waited = self.budget.acquire()[0]
+                self.budget_waited += waited
             self.requests += 1
-            chunk = visible[offset : offset + source.page_size]
+            chunk = visible[offset : offset + self.page_size]
             self.serving_fresh = end is None
-            yield Page([{"id": e.id, "createdDateTime": iso(e.event_time)} for e in chunk])
+            self.bounded_pages += end is not None
+            throttles = self.fresh_throttles if end is None else self.bounded_throttles
+            events = [{"id": e.id, "createdDateTime": iso(e.event_time)} for e in chunk]
+            keyed = key_events(events, "createdDateTime")
+            yield Page(keyed, throttle_retries=throttles, budget_wait=waited)
 
 
 class RecordingDelivery:
     def __init__(self, clock: ManualClock, api: ModelApi) -> None:
         self.clock = clock
         self.api = api
-        self.sinks: list[object] = []
         self.delivered: Counter[str] = Counter()
         self.first_sent: dict[str, float] = {}
         self.found_by_fresh: dict[str, bool] = {}
+        self.warnings: list[str] = []
 
-    def send(self, source: str, batch: Sequence[OutgoingEvent]) -> bool:
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
         for item in batch:
             self.delivered[item.event["id"]] += 1
             self.first_sent.setdefault(item.event["id"], self.clock.now())
             self.found_by_fresh.setdefault(item.event["id"], self.api.serving_fresh)
         return True
+
+    def send_warning(self, text: str, timestamp: datetime) -> None:
+        self.warnings.append(text)
 
 
 def iso(epoch: float) -> str:
@@ -151,11 +170,11 @@ def build_loop(
     ledger: Ledger,
     clock: ManualClock,
     stop: threading.Event,
-    page_size: int = 1000,
+    inband: bool = False,
 ) -> tuple[SourceLoop, RecordingDelivery, CollectorRegistry]:
     """The production loop for one source over ``api``, recording what it delivers."""
     delivery = RecordingDelivery(clock, api)
-    source = dataclasses.replace(SOURCE, page_size=page_size)
+    source = dataclasses.replace(SOURCE, page_size=api.page_size)
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
     metrics.initialise([source], [], 0.5)
@@ -163,12 +182,12 @@ def build_loop(
         source,
         api,
         ledger,
-        delivery,  # type: ignore[arg-type]
+        delivery,
         metrics,
         Health({"signins": 60.0}, clock=clock.now),
         clock,
         stop,
-        InbandWarnings(False, delivery, clock),  # type: ignore[arg-type]
+        InbandWarnings(inband, delivery, clock),
         BudgetConfig(5, 10.0),
     )
     return loop, delivery, registry
@@ -180,15 +199,17 @@ def run_loop(
     tmp_path: Path,
     down: tuple[float, float] | None = None,
     page_size: int = 1000,
+    throttles: tuple[int, int] = (0, 0),
 ) -> tuple[SourceLoop, ModelApi, RecordingDelivery, CollectorRegistry]:
     """The production loop over ``events`` for ``duration`` simulated seconds."""
     stop = threading.Event()
     clock = StoppingClock(START, START + duration, stop)
     budget = RequestBudget(5, 10.0, clock)
-    api = ModelApi(events, budget, clock)
+    api = ModelApi(events, budget, clock, page_size)
     api.down = down
+    api.fresh_throttles, api.bounded_throttles = throttles
     ledger = Ledger(tmp_path / "state.db")
-    loop, delivery, registry = build_loop(api, ledger, clock, stop, page_size)
+    loop, delivery, registry = build_loop(api, ledger, clock, stop, inband=any(throttles))
     loop.run()
     ledger.close()
     return loop, api, delivery, registry
@@ -366,10 +387,24 @@ def test_a_query_under_way_keeps_the_ledger_from_forgetting_what_it_may_still_re
         ledger.record("signins", [(key, old)], START)
         schedule._launch(rescan, frontier, START - rescan.age, START, {})
         sweep = schedule._launch(deepest, frontier, old + 2 * HOUR, START, {})
-        run = TierRun(sweep, RunTally(throttled_before=0), iter(()))
+        run = TierRun(sweep, RunTally(), iter(()))
         loop.active[DEEPEST] = run
         loop._complete(run)
         assert schedule.frontiers[DEEPEST] == old + 2 * HOUR, "the deepest sweep moved on"
         assert ledger.delivered("signins", [(key, old)]) == {key}, "the ledger forgot it"
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize(("fresh", "bounded", "warned"), [(3, 0, True), (0, 5, False)])
+def test_the_throttling_warning_counts_only_the_fresh_query_s_own_pages(
+    fresh: int, bounded: int, warned: bool, tmp_path: Path
+) -> None:
+    """Sweeps and rescans run page by page between the fresh query's pages: the throttles
+    their pages met must not be blamed on the poll, nor may the poll's own go unnoticed."""
+    duration = 20 * 60.0
+    events = make_events(random.Random(5), duration)
+    _, api, delivery, _ = run_loop(events, duration, tmp_path, throttles=(fresh, bounded))
+    assert api.bounded_pages, "sweeps or rescans ran beside the fresh query"
+    throttling = [text for text in delivery.warnings if "throttled source signins" in text]
+    assert bool(throttling) == warned, delivery.warnings
