@@ -37,7 +37,6 @@ from exporter.errors import (
     MalformedPageError,
 )
 from exporter.eventtime import parse_event_time
-from exporter.https import PinnedSession
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import Interrupted, KeyedEvent, Page, dedupe_key
@@ -148,6 +147,12 @@ class BearerTokens(Protocol):
         ...
 
 
+class HttpGet(Protocol):
+    """Sends one GET: :class:`exporter.https.PinnedSession` (verify pinned, no redirects)."""
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response: ...
+
+
 class GraphClient:
     """Runs one source's queries against ``graph_url``: the :class:`Source` of its thread."""
 
@@ -159,7 +164,7 @@ class GraphClient:
         budget: RequestBudget,
         metrics: ExporterMetrics,
         clock: Clock,
-        http: PinnedSession,
+        http: HttpGet,
         rng: random.Random | None = None,
     ) -> None:
         self.graph_url = graph_url
