@@ -73,17 +73,17 @@ def select_new(
     page: Sequence[KeyedEvent], delivered: set[bytes], seen_this_poll: set[bytes]
 ) -> list[KeyedEvent]:
     """The events of a page to send: not delivered before, and not twice within the page or poll."""
-    fresh = []
+    new = []
     for item in page:
         if item.key in delivered or item.key in seen_this_poll:
             continue
         seen_this_poll.add(item.key)
-        fresh.append(item)
-    return fresh
+        new.append(item)
+    return new
 
 
 def arrival_lags(
-    fresh: Iterable[KeyedEvent], now: float, previous_start: float | None
+    new: Iterable[KeyedEvent], now: float, previous_start: float | None
 ) -> list[float]:
     """Arrival lags of new events that the previous complete query would have returned if visible.
 
@@ -95,7 +95,7 @@ def arrival_lags(
         return []
     return [
         now - item.event_time
-        for item in fresh
+        for item in new
         if item.event_time is not None and item.event_time >= previous_start
     ]
 
@@ -348,7 +348,7 @@ class SourceLoop:
         name = self.source.name
         tally = run.tally
         delivered = self.ledger.delivered(name, [(item.key, item.event_time) for item in page])
-        fresh = select_new(page, delivered, run.seen)
+        new = select_new(page, delivered, run.seen)
         now = self.clock.now()
         tally.events += len(page)
         times = [item.event_time for item in page if item.event_time is not None]
@@ -356,28 +356,28 @@ class SourceLoop:
             newest = max(times)
             if tally.newest_event_time is None or newest > tally.newest_event_time:
                 tally.newest_event_time = newest
-        duplicates = len(page) - len(fresh)
+        duplicates = len(page) - len(new)
         if duplicates:
             self.metrics.duplicates.labels(name).inc(duplicates)
-        if not fresh:
+        if not new:
             return
-        without_id = sum(1 for item in fresh if not item.has_id)
+        without_id = sum(1 for item in new if not item.has_id)
         if without_id:
             self.metrics.events_without_id.labels(name).inc(without_id)
-        if not self.delivery.send(name, fresh):
+        if not self.delivery.send(name, new):
             raise Interrupted
         self._persist(
-            lambda: self.ledger.record(name, [(item.key, item.event_time) for item in fresh], now)
+            lambda: self.ledger.record(name, [(item.key, item.event_time) for item in new], now)
         )
-        tally.new += len(fresh)
+        tally.new += len(new)
         if run.launch.backlog:
             return  # visible before this process first read the stretch: not lateness
         if run.tier.is_fresh:
-            lags = arrival_lags(fresh, now, self.schedule.previous_fresh_start)
+            lags = arrival_lags(new, now, self.schedule.previous_fresh_start)
             self.lags.observe(lags, now)
         else:
-            self.metrics.late_events_found.labels(name, run.tier.name).inc(len(fresh))
-            lags = [now - item.event_time for item in fresh if item.event_time is not None]
+            self.metrics.late_events_found.labels(name, run.tier.name).inc(len(new))
+            lags = [now - item.event_time for item in new if item.event_time is not None]
             if run.tier.name != CATCH_UP:  # an incident's release says nothing of lateness
                 half_period = run.tier.interval / 2  # it became visible since the last look
                 self.found_late.observe([max(0.0, lag - half_period) for lag in lags], now)
