@@ -25,7 +25,7 @@ from exporter.config import (
     WorkloadIdentityCredential,
 )
 from exporter.errors import TokenError
-from exporter.https import PinnedSession
+from exporter.https import VerifiedSession
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 
@@ -83,7 +83,7 @@ class TokenProvider:
         config: Config,
         metrics: ExporterMetrics,
         clock: Clock,
-        http: PinnedSession,
+        http: VerifiedSession,
     ) -> None:
         self.config = config
         self.metrics = metrics

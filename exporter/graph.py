@@ -148,7 +148,7 @@ class BearerTokens(Protocol):
 
 
 class HttpGet(Protocol):
-    """Sends one GET: :class:`exporter.https.PinnedSession` (verify pinned, no redirects)."""
+    """Sends one GET: :class:`exporter.https.VerifiedSession` (verify pinned, no redirects)."""
 
     def get(self, url: str, **kwargs: Any) -> requests.Response: ...
 

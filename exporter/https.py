@@ -1,7 +1,7 @@
 """HTTPS to the authority and Graph: which CAs to trust, passed on every single request.
 
 The environment may set ``REQUESTS_CA_BUNDLE``, which silently overrides a session's
-``verify``; so :class:`PinnedSession` passes ``verify=`` explicitly on each call, and never
+``verify``; so :class:`VerifiedSession` passes ``verify=`` explicitly on each call, and never
 follows redirects (a redirect could carry the bearer token to another host).
 """
 
@@ -31,7 +31,7 @@ def trust_bundle(extra_ca: str | None) -> str:
     return f.name
 
 
-class PinnedSession:
+class VerifiedSession:
     """A requests session whose every request verifies against one CA file and stays put.
 
     It also serves as MSAL's ``http_client`` (MSAL calls ``get`` and ``post``).

@@ -20,7 +20,7 @@ from exporter.collector import SourceLoop
 from exporter.config import Config
 from exporter.delivery import Delivery
 from exporter.graph import GraphClient
-from exporter.https import PinnedSession, trust_bundle
+from exporter.https import VerifiedSession, trust_bundle
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
@@ -47,7 +47,7 @@ class Exporter:
         self.health = Health({s.name: s.poll_interval for s in config.sources})
         self.ledger = Ledger(config.state_path)
         verify = trust_bundle(config.ca_bundle)
-        self.auth_http = PinnedSession(verify)
+        self.auth_http = VerifiedSession(verify)
         self.tokens = TokenProvider(config, self.metrics, self.clock, self.auth_http)
         self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
         self.shares = BudgetShares(config.budget.usable, len(config.sources))
@@ -55,7 +55,7 @@ class Exporter:
             [SyslogSink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )
         self.warnings = InbandWarnings(config.inband_warnings, self.delivery, self.clock)
-        self.graph_sessions = [PinnedSession(verify, timeout=120.0) for _ in config.sources]
+        self.graph_sessions = [VerifiedSession(verify, timeout=120.0) for _ in config.sources]
         self.loops = [
             SourceLoop(
                 source,

@@ -39,7 +39,7 @@ from exporter.clock import RealClock
 from exporter.config import SourceConfig
 from exporter.errors import GraphHTTPError
 from exporter.graph import GraphClient
-from exporter.https import PinnedSession
+from exporter.https import VerifiedSession
 from exporter.metrics import ExporterMetrics
 from exporter.sim.ca import write_test_pki
 from tests.rsyslog import RsyslogReceiver
@@ -444,7 +444,7 @@ def test_a_redirect_from_graph_is_refused_and_never_followed(tmp_path: Path) -> 
             RequestBudget(100, 1.0, clock),
             metrics,
             clock,
-            PinnedSession(graph.ca_file),
+            VerifiedSession(graph.ca_file),
         )
         with pytest.raises(GraphHTTPError) as refused_with:
             next(client.pages(time.time() - 60))
