@@ -36,11 +36,12 @@ from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply
 from exporter.budget import RequestBudget
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
+from exporter.errors import Interrupted
 from exporter.graph import key_events
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import Interrupted, KeyedEvent, Page
+from exporter.pipeline import KeyedEvent, Page
 
 REQUEST_SECONDS = 0.5
 BUDGET = BudgetConfig(requests=5, per=10.0)
@@ -256,12 +257,10 @@ class ModelPages:
         requests = throttles = 0
         budget_wait = 0.0
         while True:
-            waited, interrupted = self.budget.acquire()
+            waited = self.budget.acquire()
             world.blocked += waited
             budget_wait += waited
             metrics.budget_wait.labels(name).inc(waited)
-            if interrupted:
-                raise Interrupted
             reply = send()
             requests += 1
             metrics.api_requests.labels(name, str(reply.status)).inc()
@@ -280,10 +279,9 @@ class RecordingDelivery:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
         index_of = self.world.events.index_of
         self.world.deliver([index_of(item.event["id"]) for item in batch])
-        return True
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         """In-band warnings are off in the benchmark; the loop's logs still say them."""

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from exporter.clock import Clock
+from exporter.errors import Interrupted
 
 
 def next_slot(
@@ -39,8 +40,8 @@ class RequestBudget:
         self._blocked_until = 0.0
         self._lock = threading.Lock()
 
-    def acquire(self) -> tuple[float, bool]:
-        """Wait for a slot and take it; returns (seconds waited, interrupted by shutdown).
+    def acquire(self) -> float:
+        """Wait for a slot and take it; the seconds waited. ``Interrupted`` on shutdown.
 
         The wait is measured on the clock, not summed from what was asked of it: a sleep
         may end early, and the loop then asks again for the rest.
@@ -52,9 +53,9 @@ class RequestBudget:
                 slot = next_slot(self._sent, now, self.requests, self.per, self._blocked_until)
                 if slot <= now:
                     self._sent.append(now)
-                    return now - began, False
+                    return now - began
             if self.clock.sleep(slot - now):
-                return self.clock.now() - began, True
+                raise Interrupted
 
     def block_until(self, until: float) -> None:
         """After a 429 with Retry-After: nobody sends before ``until``."""

@@ -22,12 +22,12 @@ from typing import TypeVar
 from exporter.budget import BudgetShares
 from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
-from exporter.errors import GraphError, StateError, TokenError
+from exporter.errors import GraphError, Interrupted, StateError, TokenError
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import Interrupted, KeyedEvent, Outlet, Page, Source
+from exporter.pipeline import KeyedEvent, Outlet, Page, Source
 from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
 from exporter.retry import backoff
 from exporter.schedule import (
@@ -364,8 +364,7 @@ class SourceLoop:
         without_id = sum(1 for item in new if not item.has_id)
         if without_id:
             self.metrics.events_without_id.labels(name).inc(without_id)
-        if not self.delivery.send(name, new):
-            raise Interrupted
+        self.delivery.send(name, new)  # Interrupted on shutdown: then nothing is recorded
         self._persist(
             lambda: self.ledger.record(name, [(item.key, item.event_time) for item in new], now)
         )

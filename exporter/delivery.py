@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 
 from exporter.clock import Clock
-from exporter.errors import SinkError
+from exporter.errors import Interrupted, SinkError
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Sink
@@ -41,21 +41,22 @@ class Delivery:
         self.health = health
         self.clock = clock
 
-    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
-        """Deliver ``batch`` to every sink; False only when shutdown interrupted the retries."""
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
+        """Deliver ``batch`` to every sink; ``Interrupted`` when shutdown cut the retries short."""
         for sink in self.sinks:
-            if not self._until_accepted(sink, partial(sink.send_batch, source, batch), True):
-                return False
+            self._until_accepted(sink, partial(sink.send_batch, source, batch), retry=True)
             self.metrics.events_sent.labels(source, sink.name).inc(len(batch))
-        return True
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         """Send one in-band warning to every sink, once: a sink that is down has bigger news."""
         for sink in self.sinks:
-            self._until_accepted(sink, partial(sink.send_warning, text, timestamp), False)
+            self._until_accepted(sink, partial(sink.send_warning, text, timestamp), retry=False)
 
-    def _until_accepted(self, sink: Sink, attempt: Callable[[], None], retry: bool) -> bool:
-        """Run ``attempt`` until the sink accepts, with backoff when ``retry``; else once."""
+    def _until_accepted(self, sink: Sink, attempt: Callable[[], None], *, retry: bool) -> bool:
+        """Run ``attempt`` until the sink accepts, with backoff, when ``retry``; else once.
+
+        Whether it was accepted; ``Interrupted`` when shutdown came during a backoff.
+        """
         failures = 0
         while True:
             try:
@@ -69,8 +70,10 @@ class Delivery:
                     "sink refused the batch, will retry" if retry else "sink refused a message",
                     extra=fields(sink=sink.name, error=str(exc), retry_in=round(delay, 2)),
                 )
-                if not retry or self.clock.sleep(delay):
+                if not retry:
                     return False
+                if self.clock.sleep(delay):
+                    raise Interrupted from None
                 failures += 1
                 continue
             self.metrics.sink_up.labels(sink.name).set(1)

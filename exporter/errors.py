@@ -16,10 +16,19 @@ label value used in metrics, so an error can be counted without inventing new la
     └── SinkError               a sink did not take a batch: never fatal, Delivery retries
         └── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
 
+Beside the tree, not an error: ``Interrupted``, raised by whatever was waiting (for the
+budget, a retry, a sink) when shutdown was requested, so the source loop stops where it is.
+Shutdown is observed in one place, ``Clock.sleep`` returning True; everything above the
+clock turns that into ``Interrupted``.
+
 No message in this tree ever carries a secret or a bearer token.
 """
 
 from __future__ import annotations
+
+
+class Interrupted(Exception):
+    """Shutdown was requested while a stage waited; the query stops where it is."""
 
 
 class ExporterError(Exception):

@@ -34,12 +34,13 @@ from exporter.errors import (
     GraphError,
     GraphHTTPError,
     GraphNetworkError,
+    Interrupted,
     MalformedPageError,
 )
 from exporter.eventtime import parse_event_time
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
-from exporter.pipeline import Interrupted, KeyedEvent, Page, dedupe_key
+from exporter.pipeline import KeyedEvent, Page, dedupe_key
 from exporter.retry import backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,8 @@ class GraphClient:
     def _send(self, url: str) -> tuple[requests.Response | None, float]:
         """One request after a budget slot, and the wait for it; None when the network failed."""
         source = self.source.name
-        waited, interrupted = self.budget.acquire()
+        waited = self.budget.acquire()
         self.metrics.budget_wait.labels(source).inc(waited)
-        if interrupted:
-            raise Interrupted
         headers = {"Authorization": f"Bearer {self.tokens.token()}", "Accept": "application/json"}
         try:
             response = self.http.get(url, headers=headers)

@@ -24,10 +24,6 @@ _CANONICAL_GUID = re.compile(
 )
 
 
-class Interrupted(Exception):
-    """Shutdown was requested while a stage waited; the query stops where it is."""
-
-
 @dataclass(frozen=True, slots=True)
 class KeyedEvent:
     """An event with what the pipeline needs to know about it, worked out once by its source.
@@ -68,7 +64,7 @@ class Source(Protocol):
     def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
         """Every page of events with ``start <= event time (<= end)``, newest first.
 
-        Raises :class:`Interrupted` on shutdown and an ``ExporterError`` when a page cannot
+        Raises ``Interrupted`` on shutdown and an ``ExporterError`` when a page cannot
         be had; the loop then retries the query later.
         """
         ...
@@ -77,8 +73,8 @@ class Source(Protocol):
 class Outlet(Protocol):
     """What a source loop hands new events and warnings to: the set of sinks as a whole."""
 
-    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
-        """Deliver ``batch`` everywhere; False only when shutdown interrupted it."""
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
+        """Deliver ``batch`` everywhere; raises ``Interrupted`` when shutdown came first."""
         ...
 
     def send_warning(self, text: str, timestamp: datetime) -> None:

@@ -6,11 +6,13 @@ import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.budget import BudgetShares, RequestBudget, next_slot
 from exporter.clock import ManualClock
+from exporter.errors import Interrupted
 from exporter.retry import MAX_RETRY_AFTER, backoff, parse_retry_after
 
 
@@ -36,11 +38,11 @@ def test_budget_never_allows_more_than_its_requests_in_any_window(
 def test_budget_waits_are_reported_and_block_until_is_honoured() -> None:
     clock = ManualClock(0.0)
     budget = RequestBudget(5, 10.0, clock)
-    waits = [budget.acquire()[0] for _ in range(6)]
+    waits = [budget.acquire() for _ in range(6)]
     assert waits[:5] == [0.0] * 5
     assert waits[5] == 10.0
     budget.block_until(clock.now() + 7.5)
-    assert budget.acquire()[0] == 7.5
+    assert budget.acquire() == 7.5
 
 
 def test_a_shorter_retry_after_never_shortens_a_longer_block() -> None:
@@ -48,7 +50,7 @@ def test_a_shorter_retry_after_never_shortens_a_longer_block() -> None:
     budget = RequestBudget(5, 10.0, clock)
     budget.block_until(60.0)
     budget.block_until(5.0)
-    assert budget.acquire()[0] == 60.0
+    assert budget.acquire() == 60.0
 
 
 def test_next_slot_is_now_when_the_window_has_room() -> None:
@@ -133,8 +135,8 @@ class EarlyWakingClock(ManualClock):
 def test_a_free_slot_is_taken_at_once_and_a_wait_is_slept_and_summed() -> None:
     clock = EarlyWakingClock(step=3.0)
     budget = RequestBudget(1, 10.0, clock)
-    assert budget.acquire() == (0.0, False)
-    assert budget.acquire() == (10.0, False), "three wake-ups of 3, 3, 3 and one of 1 second"
+    assert budget.acquire() == 0.0
+    assert budget.acquire() == 10.0, "three wake-ups of 3, 3, 3 and one of 1 second"
     assert clock.now() == 1010.0
 
 
@@ -142,4 +144,6 @@ def test_a_shutdown_while_waiting_for_the_budget_is_reported() -> None:
     clock = EarlyWakingClock(step=3.0, stop_at=1005.0)
     budget = RequestBudget(1, 10.0, clock)
     budget.acquire()
-    assert budget.acquire() == (6.0, True), "stopped at the second wake-up, 6 s in"
+    with pytest.raises(Interrupted):
+        budget.acquire()
+    assert clock.now() == 1006.0, "stopped at the second wake-up, 6 s in"

@@ -11,12 +11,13 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.clock import ManualClock
 from exporter.config import SyslogSinkConfig
 from exporter.delivery import Delivery
-from exporter.errors import SinkUnavailable
+from exporter.errors import Interrupted, SinkUnavailable
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent
 from exporter.syslog_sink import SyslogSink
@@ -94,7 +95,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 def test_every_sink_gets_the_batch_once_and_each_acceptance_is_counted() -> None:
     first, second = ScriptedTransport(), ScriptedTransport()
     delivery, registry, _ = delivery_for([sink("a", first), sink("b", second)], ManualClock())
-    assert delivery.send("signins", batch(3)) is True
+    delivery.send("signins", batch(3))
     for transport in (first, second):
         assert len(transport.accepted) == 1
         assert [m.split(b" ", 7) for m in transport.accepted[0]] == [
@@ -118,7 +119,7 @@ def test_a_refusing_sink_is_retried_with_backoff_and_the_other_is_not_sent_it_ag
     steady, flaky = ScriptedTransport(), ScriptedTransport(refusals=3)
     clock = StoppingClock(stop_after=100)
     delivery, registry, health = delivery_for([sink("a", steady), sink("b", flaky)], clock)
-    assert delivery.send("signins", batch(2)) is True
+    delivery.send("signins", batch(2))
     assert len(steady.accepted) == 1, "the sink that accepted was sent the batch again"
     assert flaky.attempts == 4 and len(flaky.accepted) == 1
     ceilings = [min(30.0, 0.5 * 2**attempt) for attempt in range(3)]
@@ -134,7 +135,7 @@ def test_retries_of_a_long_outage_are_at_most_30_seconds_apart() -> None:
     down = ScriptedTransport(refusals=12)
     clock = StoppingClock(stop_after=100)
     delivery, _, _ = delivery_for([sink("a", down)], clock)
-    assert delivery.send("signins", batch(1)) is True
+    delivery.send("signins", batch(1))
     assert max(clock.sleeps) <= 30.0
     assert min(clock.sleeps[-4:]) >= 15.0, "the cap is reached, not stayed below"
 
@@ -143,7 +144,8 @@ def test_a_sink_down_shows_in_readiness_until_it_accepts() -> None:
     down = ScriptedTransport(refusals=10)
     clock = StoppingClock(stop_after=2)
     delivery, registry, health = delivery_for([sink("a", down)], clock)
-    assert delivery.send("signins", batch(1)) is False
+    with pytest.raises(Interrupted):
+        delivery.send("signins", batch(1))
     assert health.ready() == (False, "sink down: a")
     assert sample(registry, "sink_up", sink="a") == 0
 
@@ -152,7 +154,8 @@ def test_a_shutdown_during_retries_is_never_reported_as_delivered() -> None:
     refusing, later = ScriptedTransport(refusals=10), ScriptedTransport()
     clock = StoppingClock(stop_after=2)
     delivery, registry, _ = delivery_for([sink("a", refusing), sink("b", later)], clock)
-    assert delivery.send("signins", batch(5)) is False
+    with pytest.raises(Interrupted):
+        delivery.send("signins", batch(5))
     assert refusing.accepted == [] and later.attempts == 0
     assert sample(registry, "events_sent_total", source="signins", sink="a") is None
 

@@ -80,7 +80,7 @@ class ModelApi:
         self.bounded_pages = 0
 
     def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
-        waited = self.budget.acquire()[0]
+        waited = self.budget.acquire()
         asof = self.clock.now()
         if self.down and self.down[0] <= asof < self.down[1]:
             raise GraphHTTPError(503, "serviceNotAvailable", "the model is down")
@@ -94,7 +94,7 @@ class ModelApi:
         self.budget_waited += waited
         for number, offset in enumerate(range(0, max(1, len(visible)), self.page_size)):
             if number:
-                waited = self.budget.acquire()[0]
+                waited = self.budget.acquire()
                 self.budget_waited += waited
             self.requests += 1
             chunk = visible[offset : offset + self.page_size]
@@ -115,12 +115,11 @@ class RecordingDelivery:
         self.found_by_fresh: dict[str, bool] = {}
         self.warnings: list[str] = []
 
-    def send(self, source: str, batch: Sequence[KeyedEvent]) -> bool:
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
         for item in batch:
             self.delivered[item.event["id"]] += 1
             self.first_sent.setdefault(item.event["id"], self.clock.now())
             self.found_by_fresh.setdefault(item.event["id"], self.api.serving_fresh)
-        return True
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         self.warnings.append(text)
