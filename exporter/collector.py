@@ -22,7 +22,7 @@ from typing import TypeVar
 from exporter.budget import BudgetShares
 from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
-from exporter.errors import GraphError, Interrupted, StateError, TokenError
+from exporter.errors import Interrupted, SourceError, StateError, TokenError
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
@@ -291,7 +291,7 @@ class SourceLoop:
             except TokenError as exc:
                 self._abandon(run, f"token request failed ({exc.reason})")
                 self.warnings.raise_if(name, "token", True, f"token request failed ({exc.reason})")
-            except GraphError as exc:
+            except SourceError as exc:
                 self._abandon(run, str(exc), reason=exc.reason)
             except StateError as exc:
                 self._abandon(run, str(exc))

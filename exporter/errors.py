@@ -8,11 +8,12 @@ label value used in metrics, so an error can be counted without inventing new la
     ├── StateError              the state file cannot be opened, locked or written
     │   └── StateLockedError    another process holds the state file
     ├── TokenError              no access token could be obtained (reason: invalid_client, ...)
-    ├── GraphError              a Graph request failed for good after its retries
-    │   ├── GraphHTTPError      a non-retryable HTTP status (reason: http_error)
-    │   ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
-    │   ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
-    │   └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+    ├── SourceError             a source could not deliver a page: the query is retried later
+    │   └── GraphError          a Graph request failed for good after its retries
+    │       ├── GraphHTTPError  a non-retryable HTTP status (reason: http_error)
+    │       ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
+    │       ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
+    │       └── GraphNetworkError   connection refused, reset, timed out (reason: network)
     └── SinkError               a sink did not take a batch: never fatal, Delivery retries
         └── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
 
@@ -70,7 +71,17 @@ TOKEN_FAILURE_REASONS = (
 )
 
 
-class GraphError(ExporterError):
+class SourceError(ExporterError):
+    """A source could not deliver a page; the loop abandons the query and retries it later.
+
+    Each source adapter raises its own subclass, so the loop handles every kind the same way
+    without naming any.
+    """
+
+    reason = "other"
+
+
+class GraphError(SourceError):
     """A Graph request that could not be completed; the poll is abandoned and retried later."""
 
     reason = "http_error"
