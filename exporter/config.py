@@ -1,9 +1,9 @@
 """The config file: YAML in, typed frozen objects out, or a ConfigError naming the key.
 
-The file is parsed once at start-up. ``${VAR}`` anywhere in a string is replaced by that
-environment variable (``$$`` is a literal ``$``); durations are strings such as ``90s``,
-``5m``, ``1h`` or ``2d``. Secrets are wrapped in :class:`Secret` so that no ``repr``, log
-line or exception can print them by accident.
+The file is parsed once at start-up: :mod:`exporter.yamlconf` reads it (``${VAR}``,
+durations, unknown keys refused), and this module knows our keys, their defaults and the
+checks between them. Secrets are wrapped in :class:`Secret` so that no ``repr``, log line
+or exception can print them by accident.
 """
 
 from __future__ import annotations
@@ -11,16 +11,20 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
-
-import yaml
 
 from exporter.errors import ConfigError
 from exporter.syslog import FACILITIES
+from exporter.yamlconf import (
+    Section,
+    format_duration,
+    parse_listen,
+    read_document,
+)
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
@@ -29,7 +33,6 @@ DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
 MAX_PAGE_SIZE = 1000
 MAX_RESERVE = 0.9  # at least a tenth of the budget must be left to plan with
 # Ten years: longer than any audit-log retention, short enough that now minus it is a date.
-MAX_DURATION = 3650 * 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 KNOWN_TIME_FIELDS = {
     "/auditLogs/signIns": "createdDateTime",
@@ -37,9 +40,6 @@ KNOWN_TIME_FIELDS = {
     "/auditLogs/provisioning": "activityDateTime",
 }
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A path only: a '?' or '#' would swallow the $filter the collector appends.
 _ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
@@ -163,177 +163,6 @@ class Config:
     log_level: str
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``5m``, ``1h``, ``2d`` or ``250ms``; ValueError for anything else."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"expected a duration like 90s, 5m, 1h or 2d, got {text!r}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds > MAX_DURATION:
-        raise ValueError(f"must not exceed {MAX_DURATION // 86400:.0f}d, got {text!r}")
-    return seconds
-
-
-def parse_share(text: str) -> float:
-    """A share of the budget: ``10%`` or ``0.1``; ValueError for anything else."""
-    value = text.strip()
-    try:
-        return float(value[:-1]) / 100 if value.endswith("%") else float(value)
-    except ValueError:
-        raise ValueError(f"expected a share like 10% or 0.1, got {text!r}") from None
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact duration string for ``seconds`` (the inverse of parse_duration)."""
-    for unit in ("d", "h", "m", "s"):
-        size = _DURATION_UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to a (host, port) pair."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate the YAML file at ``path``."""
-    environ = os.environ if environ is None else environ
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("(file)", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError("(file)", f"not valid YAML{where}") from None
-    except (ValueError, OverflowError) as exc:
-        # PyYAML builds a date such as 2001-02-30 with datetime and lets its error through.
-        raise ConfigError("(file)", f"not valid YAML ({exc})") from None
-    except RecursionError:
-        raise ConfigError("(file)", "not valid YAML (nested too deeply)") from None
-    except Exception as exc:
-        # PyYAML's constructors leak any error on an explicitly tagged scalar, e.g.
-        # `!!timestamp nope` raises AttributeError.
-        raise ConfigError("(file)", f"not valid YAML ({type(exc).__name__})") from None
-    if not isinstance(document, dict):
-        raise ConfigError("(file)", "expected a mapping of keys at the top level")
-    try:
-        substituted = _substitute(document, "", environ)
-    except RecursionError:
-        raise ConfigError("(file)", "nested too deeply") from None
-    return parse_config(substituted, environ)
-
-
-def _substitute(value: Any, key: str, environ: Mapping[str, str]) -> Any:
-    """Replace ``${VAR}`` in every string of the document, naming the key when VAR is unset."""
-    if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name is None:
-                return "$"
-            if name not in environ:
-                raise ConfigError(key or "(file)", f"environment variable {name} is not set")
-            return environ[name]
-
-        return _ENV_REFERENCE.sub(replace, value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, _join(key, str(k)), environ) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
-    return value
-
-
-def _join(parent: str, key: str) -> str:
-    return f"{parent}.{key}" if parent else key
-
-
-T = TypeVar("T")
-
-
-class _Section:
-    """One mapping of the document, read key by key with types checked and unknown keys refused."""
-
-    def __init__(self, data: Any, path: str, known: tuple[str, ...]) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(path or "(file)", "expected a mapping")
-        for key in data:
-            if key not in known:
-                label = key if isinstance(key, str) and key.strip() else repr(key)
-                raise ConfigError(_join(path, label), "unknown key")
-        self.data = data
-        self.path = path
-
-    def key(self, name: str) -> str:
-        return _join(self.path, name)
-
-    def has(self, name: str) -> bool:
-        return self.data.get(name) is not None
-
-    def get(
-        self, name: str, kind: type[T], default: T | None = None, *, required: bool = False
-    ) -> T:
-        value = self.data.get(name)
-        if value is None:
-            if required and default is None:
-                raise ConfigError(self.key(name), "is required")
-            return default  # type: ignore[return-value]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(self.key(name), f"expected {_TYPE_NAMES[kind]}, got {value!r}")
-        return value
-
-    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str:
-        value = self.get(name, str, default, required=required)
-        if value is not None and not value.strip() and required:
-            raise ConfigError(self.key(name), "must not be empty")
-        return value
-
-    def share(self, name: str, default: str) -> float:
-        """A share written ``10%`` or as a number such as ``0.1``."""
-        value = self.data.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        return self.convert(name, default, parse_share)
-
-    def duration(self, name: str, default: str) -> float:
-        return self.convert(name, default, parse_duration)
-
-    def convert(self, name: str, default: str, parse: Callable[[str], T]) -> T:
-        text = self.text(name, default)
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise ConfigError(self.key(name), str(exc)) from None
-
-    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
-        value = self.text(name, default)
-        if value not in options:
-            raise ConfigError(
-                self.key(name), f"expected one of {', '.join(options)}, got {value!r}"
-            )
-        return value
-
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-    dict: "a mapping",
-}
-
 _TOP_KEYS = (
     "tenant_id",
     "client_id",
@@ -375,9 +204,15 @@ _SINK_KEYS = (
 )
 
 
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the YAML file at ``path``."""
+    environ = os.environ if environ is None else environ
+    return parse_config(read_document(path, environ), environ)
+
+
 def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Validate an already substituted document; see CONTRACT.md for the keys."""
-    top = _Section(document, "", _TOP_KEYS)
+    top = Section(document, "", _TOP_KEYS)
     workload_identity = top.get("workload_identity", bool, False)
     authority_default = DEFAULT_AUTHORITY_HOST
     if workload_identity and environ.get("AZURE_AUTHORITY_HOST"):
@@ -405,9 +240,9 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Con
     sinks = tuple(_sink(raw, f"sinks[{i}]") for i, raw in enumerate(sinks_raw))
     _unique(sinks, "sinks")
 
-    state = _Section(top.get("state", dict, {}), "state", ("path",))
-    metrics = _Section(top.get("metrics", dict, {}), "metrics", ("listen",))
-    budget = _Section(top.get("budget", dict, {}), "budget", ("requests", "per", "reserve"))
+    state = Section(top.get("state", dict, {}), "state", ("path",))
+    metrics = Section(top.get("metrics", dict, {}), "metrics", ("listen",))
+    budget = Section(top.get("budget", dict, {}), "budget", ("requests", "per", "reserve"))
     requests_per = budget.get("requests", int, 5)
     if requests_per < 1:
         raise ConfigError("budget.requests", "must be at least 1")
@@ -431,7 +266,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Con
     )
 
 
-def _https_url(section: _Section, name: str, default: str) -> str:
+def _https_url(section: Section, name: str, default: str) -> str:
     value = section.text(name, default).rstrip("/")
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
@@ -441,7 +276,7 @@ def _https_url(section: _Section, name: str, default: str) -> str:
     return value
 
 
-def _credential(top: _Section, workload_identity: bool, environ: Mapping[str, str]) -> Credential:
+def _credential(top: Section, workload_identity: bool, environ: Mapping[str, str]) -> Credential:
     """Exactly one of the four ways to authenticate."""
     given = [k for k in ("client_secret", "client_secret_file", "certificate") if top.has(k)]
     if workload_identity:
@@ -463,7 +298,7 @@ def _credential(top: _Section, workload_identity: bool, environ: Mapping[str, st
             raise ConfigError(top.key(kind), f"{path} is empty")
         return ClientSecretCredential(Secret(secret), f"{kind}: {path}")
     if kind == "certificate":
-        cert = _Section(
+        cert = Section(
             top.get(kind, dict),
             "certificate",
             ("private_key_file", "thumbprint", "public_certificate_file"),
@@ -489,7 +324,7 @@ def _credential(top: _Section, workload_identity: bool, environ: Mapping[str, st
     return WorkloadIdentityCredential(token_file)
 
 
-def _readable_file(section: _Section, name: str, *, required: bool = False) -> str | None:
+def _readable_file(section: Section, name: str, *, required: bool = False) -> str | None:
     path = section.text(name, required=required)
     if path is None:
         return None
@@ -503,7 +338,7 @@ def _readable_file(section: _Section, name: str, *, required: bool = False) -> s
     return path
 
 
-def _text_file(section: _Section, name: str, *, required: bool) -> tuple[str, str]:
+def _text_file(section: Section, name: str, *, required: bool) -> tuple[str, str]:
     """The path and UTF-8 content of a file a key names; never echoes the content (a secret)."""
     path = _readable_file(section, name, required=required)
     if path is None:
@@ -516,7 +351,7 @@ def _text_file(section: _Section, name: str, *, required: bool) -> tuple[str, st
         raise ConfigError(section.key(name), f"{path!r} is not UTF-8 text") from None
 
 
-def _positive(section: _Section, name: str, default: str) -> float:
+def _positive(section: Section, name: str, default: str) -> float:
     seconds = section.duration(name, default)
     if seconds <= 0:
         raise ConfigError(section.key(name), "must be longer than zero")
@@ -524,7 +359,7 @@ def _positive(section: _Section, name: str, default: str) -> float:
 
 
 def _source(raw: Any, path: str) -> SourceConfig:
-    section = _Section(raw, path, _SOURCE_KEYS)
+    section = Section(raw, path, _SOURCE_KEYS)
     name = section.text("name", required=True)
     if not _SOURCE_NAME.match(name):
         raise ConfigError(
@@ -561,7 +396,7 @@ def _source(raw: Any, path: str) -> SourceConfig:
 
 
 def _sink(raw: Any, path: str) -> SyslogSinkConfig:
-    section = _Section(raw, path, _SINK_KEYS)
+    section = Section(raw, path, _SINK_KEYS)
     section.choice("type", ("syslog",), "syslog")
     port = section.get("port", int, required=True)
     if not 1 <= port <= 65535:

@@ -23,10 +23,11 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
-from exporter.config import Config, format_duration, parse_config, parse_listen
+from exporter.config import Config, parse_config
 from exporter.logs import configure_logging
 from exporter.service import Exporter
 from exporter.sim import SCENARIOS, SimulatedTenant
+from exporter.yamlconf import format_duration, parse_listen
 
 SCENARIO = "demo"
 POLL_INTERVAL = 5.0

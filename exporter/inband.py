@@ -15,9 +15,9 @@ import threading
 from datetime import UTC, datetime
 
 from exporter.clock import Clock
-from exporter.config import format_duration
 from exporter.logs import fields
 from exporter.pipeline import Outlet
+from exporter.yamlconf import format_duration
 
 log = logging.getLogger(__name__)
 

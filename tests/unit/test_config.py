@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 from exporter.config import (
     ClientSecretCredential,
     effective_config,
-    format_duration,
     load_config,
     parse_config,
-    parse_duration,
 )
 from exporter.errors import ConfigError
+from exporter.yamlconf import format_duration, parse_duration
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
