@@ -52,10 +52,10 @@ class Delivery:
         for sink in self.sinks:
             self._until_accepted(sink, partial(sink.send_warning, text, timestamp), retry=False)
 
-    def _until_accepted(self, sink: Sink, attempt: Callable[[], None], *, retry: bool) -> bool:
+    def _until_accepted(self, sink: Sink, attempt: Callable[[], None], *, retry: bool) -> None:
         """Run ``attempt`` until the sink accepts, with backoff, when ``retry``; else once.
 
-        Whether it was accepted; ``Interrupted`` when shutdown came during a backoff.
+        ``Interrupted`` when shutdown came during a backoff.
         """
         failures = 0
         while True:
@@ -71,14 +71,14 @@ class Delivery:
                     extra=fields(sink=sink.name, error=str(exc), retry_in=round(delay, 2)),
                 )
                 if not retry:
-                    return False
+                    return
                 if self.clock.sleep(delay):
                     raise Interrupted from None
                 failures += 1
                 continue
             self.metrics.sink_up.labels(sink.name).set(1)
             self.health.sink_state(sink.name, up=True)
-            return True
+            return
 
     def close(self) -> None:
         for sink in self.sinks:
