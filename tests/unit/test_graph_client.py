@@ -21,7 +21,7 @@ from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.config import SourceConfig
 from exporter.errors import ForeignNextLinkError, GraphHTTPError, MalformedPageError
-from exporter.graph import MAX_ATTEMPTS, GraphClient
+from exporter.graph import MAX_ATTEMPTS, MAX_THROTTLE_RETRIES, GraphClient
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import Page
 
@@ -156,6 +156,39 @@ def test_a_429_with_an_http_date_holds_the_budget_until_that_date() -> None:
     assert count(registry, "throttle_retries", source="signins", code="429") == 1
 
 
+def test_every_wait_of_a_page_counts_in_its_cost() -> None:
+    clock = ManualClock(START)
+    session = ScriptedSession(clock, answer(429, **{"Retry-After": "30"}), answer(200, PAGE))
+    client, _, _ = client_for(session, clock)
+    client.budget = RequestBudget(1, 10.0, clock)
+    client.budget.acquire()  # another source took the only slot: the first request waits 10 s
+    page = first(client.pages(START - 60))
+    assert page.budget_wait == pytest.approx(40.0), "10 s for the slot, then 30 s held"
+
+
+def test_a_throttle_without_retry_after_backs_off_exponentially_and_gives_up_at_last() -> None:
+    clock = ManualClock(START)
+    session = ScriptedSession(clock, answer(429), answer(503), answer(200, PAGE))
+    client, _, registry = client_for(session, clock)
+    page = first(client.pages(START - 60))
+    sent = [when for when, _, _ in session.calls]
+    assert 0.5 <= sent[1] - sent[0] <= 1.0 and 1.0 <= sent[2] - sent[1] <= 2.0
+    assert (page.requests, page.throttle_retries) == (3, 2)
+    assert count(registry, "throttle_retries", source="signins", code="503") == 1
+
+    clock = ManualClock(START)
+    throttled = [answer(429, **{"Retry-After": "1"})] * MAX_THROTTLE_RETRIES
+    session = ScriptedSession(clock, *throttled, answer(200, PAGE))
+    client, _, _ = client_for(session, clock)
+    assert first(client.pages(START - 60)).throttle_retries == MAX_THROTTLE_RETRIES
+    session = ScriptedSession(clock, *throttled, answer(429), answer(200, PAGE))
+    client, _, _ = client_for(session, clock)
+    with pytest.raises(GraphHTTPError) as failed:
+        first(client.pages(START - 60))
+    assert (failed.value.status, failed.value.code) == (429, "throttled")
+    assert len(session.calls) == MAX_THROTTLE_RETRIES + 1
+
+
 def test_a_cut_off_page_is_counted_and_fetched_again_after_a_backoff() -> None:
     clock = ManualClock(START)
     session = ScriptedSession(clock, answer(200, PAGE[:40]), answer(200, PAGE))
@@ -203,10 +236,12 @@ def test_server_errors_and_network_failures_are_retried_up_to_the_attempt_limit(
     assert count(registry, "api_requests", source="signins", code="network") == 1
 
     clock = ManualClock(START)
-    session = ScriptedSession(clock, *[answer(500)] * MAX_ATTEMPTS)
+    body = b'{"error": {"code": "UnknownError", "message": "try later"}}'
+    session = ScriptedSession(clock, *[answer(500, body)] * MAX_ATTEMPTS)
     client, _, _ = client_for(session, clock)
-    with pytest.raises(GraphHTTPError):
+    with pytest.raises(GraphHTTPError) as failed:
         first(client.pages(START - 60))
+    assert (failed.value.status, failed.value.code) == (500, "UnknownError")
     assert len(session.calls) == MAX_ATTEMPTS
 
 
