@@ -148,3 +148,33 @@ def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_fi
     schedule.rescans = (*schedule.rescans, added)
     [launch] = [launch for launch in schedule.launches(now) if launch.tier.name == added.name]
     assert not launch.backlog, "a band added after every tier ran"
+
+
+def test_queries_running_side_by_side_get_requests_in_proportion_to_their_planned_shares() -> None:
+    schedule = schedule_for(5.0)
+    schedule.launches(START)
+    running = [schedule.active[name].tier for name in schedule.active]
+    running = [tier for tier in running if not tier.is_rescan]
+    assert len(running) >= 2 and any(tier.is_fresh for tier in running)
+    rate = sum(tier.requests_per_second for tier in running)
+    picks = dict.fromkeys((tier.name for tier in running), 0)
+    now = START
+    for _ in range(2000):  # none of them ever reads its last page: each always wants more
+        now += 1.0 / rate
+        name = schedule.pick(now)
+        schedule.fetched(name)
+        picks[name] += 1
+    for tier in running:
+        expected = 2000 * tier.requests_per_second / rate
+        assert abs(picks[tier.name] - expected) <= 0.02 * 2000, (picks, tier.name, expected)
+
+
+def test_a_failed_query_is_retried_after_the_retry_delay_and_not_before() -> None:
+    schedule = schedule_for(1.0)
+    assert FRESH in {launch.tier.name for launch in schedule.launches(START)}
+    fresh = schedule.active[FRESH].tier
+    failed = START + 0.8 * fresh.interval  # it was due again at START + interval anyway
+    retry = failed + min(30.0, fresh.interval)
+    schedule.abandoned(FRESH, failed)
+    assert FRESH not in {launch.tier.name for launch in schedule.launches(retry - 0.1)}
+    assert FRESH in {launch.tier.name for launch in schedule.launches(retry)}
