@@ -130,6 +130,15 @@ def test_after_an_incident_the_stretch_held_back_is_caught_up_once() -> None:
     assert end == launch.start
     assert begin <= START - 10.0 - fresh.window
 
+    # A catch-up that fails for good is queued again, whole, and retried after the delay.
+    launched = {launch.tier.name: launch for launch in schedule.launches(now)}[CATCH_UP]
+    assert launched.start == begin and launched.end is not None and launched.end >= end
+    schedule.abandoned(CATCH_UP, now)
+    retry = now + min(30.0, fresh.interval)
+    assert CATCH_UP not in {launch.tier.name for launch in schedule.launches(retry - 0.1)}
+    again = {launch.tier.name: launch for launch in schedule.launches(retry)}
+    assert (again[CATCH_UP].start, again[CATCH_UP].end) == (launched.start, launched.end)
+
 
 def test_a_rescan_band_added_after_every_tier_ran_counts_late_events_from_its_first_run() -> None:
     """Until every tier has read its stretch once, what a tier's first run finds may be the
