@@ -348,6 +348,39 @@ def wait_for_quiet_delivery(
 
 
 @contextlib.contextmanager
+def no_batch_in_flight(
+    sim: SimProcess,
+    collector: CollectorProcess,
+    receivers: dict[str | None, Any],
+    sources: Iterable[str],
+) -> Iterator[None]:
+    """Hold every page back (Graph answers 503) while the body stops a receiver.
+
+    Plain syslog cannot tell bytes a dying receiver never read from bytes it stored (README,
+    "Delivery guarantee"), so a receiver stopped while a batch is in flight may lose it, and
+    a test of what the collector does once the receiver is gone would fail by chance. Each
+    source fetches, sends, then fetches again, so once every source has had a 503 and
+    delivery to each receiver (keyed by sink name; None for every sink) is quiet, no batch
+    is on its way. The 503s stop when the body ends.
+    """
+    names = list(sources)
+    sim.set_faults(graph_503=1_000_000, graph_503_retry_after=0.2)
+    try:
+        wait_until(
+            lambda: all(
+                collector.metric("siem_exporter_api_requests_total", source=name, code="503") > 0
+                for name in names
+            ),
+            timeout=30,
+        )
+        for sink, receiver in receivers.items():
+            wait_for_quiet_delivery(collector, receiver, names, sink=sink)
+        yield
+    finally:
+        sim.set_faults(graph_503=0)
+
+
+@contextlib.contextmanager
 def start_collector(
     config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
 ) -> Iterator[CollectorProcess]:

@@ -25,6 +25,7 @@ from tests.stack import (
     collector_config,
     free_port,
     metric_value,
+    no_batch_in_flight,
     owed_ids,
     received_ids,
     start_collector,
@@ -222,7 +223,8 @@ def test_a_stop_during_a_siem_outage_leaves_the_unsent_batch_owed(
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             wait_for_first_polls(collector)
-            receiver.stop()
+            with no_batch_in_flight(sim, collector, {None: receiver}, SOURCES):
+                receiver.stop()
             errors = collector.metric("siem_exporter_sink_errors_total", sink="syslog")
             burst_ids = burst(sim, BURST)
             wait_until(

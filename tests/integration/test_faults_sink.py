@@ -20,6 +20,7 @@ from tests.stack import (
     collector_config,
     free_port,
     metric_value,
+    no_batch_in_flight,
     owed_ids,
     received_ids,
     start_collector,
@@ -49,7 +50,8 @@ def test_siem_outage_delays_events_and_neither_loses_nor_repeats_them(
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             collector.wait_ready()
-            receiver.stop()
+            with no_batch_in_flight(sim, collector, {None: receiver}, SOURCES):
+                receiver.stop()
             before_outage = len(receiver.messages())  # after the stop: it flushes on SIGTERM
             outage_began = time.monotonic()
             wait_until(lambda: collector.readiness() == 503, timeout=20)
@@ -92,7 +94,8 @@ def test_two_sinks_each_get_every_event_once_while_one_of_them_is_down(
         with start_collector(config, tmp_path) as collector:
             started = time.time()
             collector.wait_ready()
-            secondary.stop()
+            with no_batch_in_flight(sim, collector, {"secondary": secondary}, SOURCES):
+                secondary.stop()
             wait_until(
                 lambda: collector.metric("siem_exporter_sink_errors_total", sink="secondary") >= 2,
                 timeout=30,
