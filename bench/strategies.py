@@ -37,7 +37,7 @@ from exporter.budget import RequestBudget
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import Interrupted
-from exporter.graph import key_events
+from exporter.graph import GraphSettings, key_events
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
@@ -51,8 +51,8 @@ OBJECT_CACHE = 400_000
 
 OURS = SourceConfig(
     name="signins",
-    endpoint="/v1.0/auditLogs/signIns",
-    time_field="createdDateTime",
+    api="graph",
+    settings=GraphSettings(endpoint="/v1.0/auditLogs/signIns", time_field="createdDateTime"),
     page_size=1000,
     poll_interval=60.0,
     lookback=120.0,  # README's advice: about the 95th percentile of lateness; sweeps do the rest
@@ -249,7 +249,7 @@ class ModelPages:
     def _key(self, index: int) -> KeyedEvent:
         events = self.world.events
         event = {"id": events.event_id(index), "createdDateTime": events.event_time_text(index)}
-        return key_events([event], self.source.time_field)[0]
+        return key_events([event], self.source.settings.time_field)[0]
 
     def _call(self, send: Callable[[], Reply]) -> tuple[Reply, tuple[int, int, float]]:
         """A 200 reply and what it cost: requests, throttle retries, budget wait."""

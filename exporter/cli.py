@@ -18,6 +18,7 @@ from types import FrameType
 import yaml
 
 from exporter import __version__
+from exporter.components import COMPONENTS
 from exporter.config import Config, effective_config, load_config
 from exporter.errors import ConfigError, ExporterError
 from exporter.logs import configure_logging, fields
@@ -85,7 +86,7 @@ def one_line(text: str) -> str:
 
 def _load(path: Path) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(path, COMPONENTS)
     except ConfigError as exc:
         print(f"siem-exporter: config error: {one_line(str(exc))}", file=sys.stderr)
         return None
@@ -96,7 +97,9 @@ def check_config(path: Path) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    sys.stdout.write(yaml.safe_dump(effective_config(config), sort_keys=False, allow_unicode=True))
+    sys.stdout.write(
+        yaml.safe_dump(effective_config(config, COMPONENTS), sort_keys=False, allow_unicode=True)
+    )
     return EXIT_OK
 
 

@@ -1,16 +1,18 @@
 """The config file: YAML in, typed frozen objects out, or a ConfigError naming the key.
 
 The file is parsed once at start-up: :mod:`exporter.yamlconf` reads it (``${VAR}``,
-durations, unknown keys refused), and this module knows our keys, their defaults and the
-checks between them. Secrets are wrapped in :class:`Secret` so that no ``repr``, log line
-or exception can print them by accident.
+durations, unknown keys refused), and this module knows the keys every deployment has
+(tenant, credential, state, budget, metrics) and those every source has (its name and
+schedule). A source's API and a sink's type are chosen by its ``api`` or ``type`` key from
+the :class:`Components` the caller passes (:mod:`exporter.components`); each declares its
+own keys beside its adapter, and this module never names them. Secrets are wrapped in
+:class:`Secret` so that no ``repr``, log line or exception can print them by accident.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter.errors import ConfigError
-from exporter.syslog import FACILITIES
 from exporter.yamlconf import (
+    Keys,
+    Kind,
+    Secret,
     Section,
+    duration_key,
     format_duration,
+    int_key,
+    join_key,
     parse_listen,
     read_document,
+    readable_file,
+    text_key,
 )
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -32,41 +41,11 @@ DEFAULT_METRICS_LISTEN = "0.0.0.0:9795"
 DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
 MAX_PAGE_SIZE = 1000
 MAX_RESERVE = 0.9  # at least a tenth of the budget must be left to plan with
-# Ten years: longer than any audit-log retention, short enough that now minus it is a date.
 LOG_LEVELS = ("debug", "info", "warning", "error")
-KNOWN_TIME_FIELDS = {
-    "/auditLogs/signIns": "createdDateTime",
-    "/auditLogs/directoryAudits": "activityDateTime",
-    "/auditLogs/provisioning": "activityDateTime",
-}
+DEFAULT_SOURCE_API = "graph"
+DEFAULT_SINK_TYPE = "syslog"
 
-# A path only: a '?' or '#' would swallow the $filter the collector appends.
-_ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
-
-
-class Secret:
-    """A string that never shows itself: ``repr`` and ``str`` print a mask."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself, for the one place that must send it (the token request)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +78,11 @@ Credential = ClientSecretCredential | CertificateCredential | WorkloadIdentityCr
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """One Graph audit-log endpoint polled on its own schedule."""
+    """One log stream polled on its own schedule; ``settings`` are its API's own keys."""
 
     name: str
-    endpoint: str
-    time_field: str
+    api: str  # which adapter reads it: a key of Components.sources
+    settings: Any  # what that API's Kind made of its keys (GraphSettings for "graph")
     page_size: int
     poll_interval: float
     lookback: float
@@ -112,17 +91,20 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SyslogSinkConfig:
-    """A syslog receiver of the SIEM."""
+class SinkConfig:
+    """One receiver of the SIEM; ``settings`` are its type's own keys."""
 
     name: str
-    host: str
-    port: int
-    protocol: str
-    framing: str
-    ca_file: str | None
-    facility: int
-    hostname: str
+    type: str  # which adapter writes to it: a key of Components.sinks
+    settings: Any  # what that type's Kind made of its keys (SyslogSettings for "syslog")
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The source APIs and sink types a config may name, each with its declared keys."""
+
+    sources: Mapping[str, Kind[Any]]
+    sinks: Mapping[str, Kind[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +138,7 @@ class Config:
     ca_bundle: str | None
     sources: tuple[SourceConfig, ...]
     state_path: str
-    sinks: tuple[SyslogSinkConfig, ...]
+    sinks: tuple[SinkConfig, ...]
     metrics_listen: tuple[str, int]
     budget: BudgetConfig
     inband_warnings: bool
@@ -181,36 +163,34 @@ _TOP_KEYS = (
     "inband_warnings",
     "log_level",
 )
-_SOURCE_KEYS = (
-    "name",
-    "endpoint",
-    "time_field",
-    "page_size",
-    "poll_interval",
-    "lookback",
-    "max_lookback",
-    "rescan_floor",
+# The keys every source has, whatever its API: its name, then how it is scheduled.
+SOURCE_NAME_KEYS = Keys(
+    text_key(
+        "name",
+        required=True,
+        pattern=(_SOURCE_NAME, "expected a letter then up to 31 letters, digits, '_', '.' or '-'"),
+    )
 )
-_SINK_KEYS = (
-    "type",
-    "name",
-    "host",
-    "port",
-    "protocol",
-    "framing",
-    "ca_file",
-    "facility",
-    "hostname",
+SCHEDULE_KEYS = Keys(
+    int_key("page_size", MAX_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE),
+    duration_key("poll_interval", "60s"),
+    duration_key("lookback", "1h"),
+    duration_key("max_lookback", "7d"),
+    duration_key("rescan_floor", "4h"),
 )
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path, components: Components, environ: Mapping[str, str] | None = None
+) -> Config:
     """Read, substitute and validate the YAML file at ``path``."""
     environ = os.environ if environ is None else environ
-    return parse_config(read_document(path, environ), environ)
+    return parse_config(read_document(path, environ), environ, components)
 
 
-def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+def parse_config(
+    document: Mapping[str, Any], environ: Mapping[str, str], components: Components
+) -> Config:
     """Validate an already substituted document; see CONTRACT.md for the keys."""
     top = Section(document, "", _TOP_KEYS)
     workload_identity = top.get("workload_identity", bool, False)
@@ -226,18 +206,20 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str]) -> Con
         "client_id", environ.get("AZURE_CLIENT_ID") if workload_identity else None, required=True
     )
     credential = _credential(top, workload_identity, environ)
-    ca_bundle = _readable_file(top, "ca_bundle")
+    ca_bundle = readable_file(top, "ca_bundle")
 
     sources_raw = top.get("sources", list, required=True)
     if not sources_raw:
         raise ConfigError("sources", "needs at least one source")
-    sources = tuple(_source(raw, f"sources[{i}]") for i, raw in enumerate(sources_raw))
+    sources = tuple(
+        _source(raw, f"sources[{i}]", components.sources) for i, raw in enumerate(sources_raw)
+    )
     _unique(sources, "sources")
 
     sinks_raw = top.get("sinks", list, required=True)
     if not sinks_raw:
         raise ConfigError("sinks", "needs at least one sink")
-    sinks = tuple(_sink(raw, f"sinks[{i}]") for i, raw in enumerate(sinks_raw))
+    sinks = tuple(_sink(raw, f"sinks[{i}]", components.sinks) for i, raw in enumerate(sinks_raw))
     _unique(sinks, "sinks")
 
     state = Section(top.get("state", dict, {}), "state", ("path",))
@@ -324,23 +306,9 @@ def _credential(top: Section, workload_identity: bool, environ: Mapping[str, str
     return WorkloadIdentityCredential(token_file)
 
 
-def _readable_file(section: Section, name: str, *, required: bool = False) -> str | None:
-    path = section.text(name, required=required)
-    if path is None:
-        return None
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(section.key(name), f"cannot read {path!r}: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigError(section.key(name), "a path cannot contain a NUL character") from None
-    return path
-
-
 def _text_file(section: Section, name: str, *, required: bool) -> tuple[str, str]:
     """The path and UTF-8 content of a file a key names; never echoes the content (a secret)."""
-    path = _readable_file(section, name, required=required)
+    path = readable_file(section, name, required=required)
     if path is None:
         raise ConfigError(section.key(name), "is required")
     try:
@@ -358,67 +326,57 @@ def _positive(section: Section, name: str, default: str) -> float:
     return seconds
 
 
-def _source(raw: Any, path: str) -> SourceConfig:
-    section = Section(raw, path, _SOURCE_KEYS)
-    name = section.text("name", required=True)
-    if not _SOURCE_NAME.match(name):
+def _kind(
+    raw: Any, path: str, selector: str, kinds: Mapping[str, Kind[Any]], default: str
+) -> tuple[str, Kind[Any]]:
+    """The adapter a source's ``api`` or a sink's ``type`` names, before its keys are read."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "expected a mapping")
+    name = raw.get(selector)
+    name = default if name is None else name
+    if not isinstance(name, str) or name not in kinds:
         raise ConfigError(
-            section.key("name"), "expected a letter then up to 31 letters, digits, '_', '.' or '-'"
+            join_key(path, selector), f"expected one of {', '.join(kinds)}, got {name!r}"
         )
-    endpoint = section.text("endpoint", required=True)
-    if not _ENDPOINT.match(endpoint):
+    return name, kinds[name]
+
+
+def _selector_key(selector: str, name: str) -> Keys:
+    """The ``api``/``type`` key itself, declared so that the section accepts and prints it."""
+    return Keys(text_key(selector, name))
+
+
+def _source(raw: Any, path: str, apis: Mapping[str, Kind[Any]]) -> SourceConfig:
+    api, kind = _kind(raw, path, "api", apis, DEFAULT_SOURCE_API)
+    keys = SOURCE_NAME_KEYS + _selector_key("api", api) + kind.keys + SCHEDULE_KEYS
+    values = keys.read(raw, path)
+    if values["lookback"] <= values["poll_interval"]:
         raise ConfigError(
-            section.key("endpoint"), "expected a path such as /v1.0/auditLogs/signIns"
-        )
-    known_field = next(
-        (f for suffix, f in KNOWN_TIME_FIELDS.items() if endpoint.endswith(suffix)), None
-    )
-    time_field = section.text("time_field", known_field, required=True)
-    page_size = section.get("page_size", int, MAX_PAGE_SIZE)
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ConfigError(section.key("page_size"), f"must be between 1 and {MAX_PAGE_SIZE}")
-    poll_interval = _positive(section, "poll_interval", "60s")
-    lookback = _positive(section, "lookback", "1h")
-    max_lookback = _positive(section, "max_lookback", "7d")
-    if lookback <= poll_interval:
-        raise ConfigError(
-            section.key("lookback"),
+            join_key(path, "lookback"),
             "must be longer than poll_interval, or successive queries cannot overlap",
         )
-    if max_lookback < lookback:
-        raise ConfigError(section.key("max_lookback"), "must not be shorter than lookback")
-    rescan_floor = _positive(section, "rescan_floor", "4h")
-    if rescan_floor < poll_interval:
-        raise ConfigError(section.key("rescan_floor"), "must not be shorter than poll_interval")
+    if values["max_lookback"] < values["lookback"]:
+        raise ConfigError(join_key(path, "max_lookback"), "must not be shorter than lookback")
+    if values["rescan_floor"] < values["poll_interval"]:
+        raise ConfigError(join_key(path, "rescan_floor"), "must not be shorter than poll_interval")
+    settings = kind.make({k: values[k] for k in kind.keys.names}, path)
     return SourceConfig(
-        name, endpoint, time_field, page_size, poll_interval, lookback, max_lookback, rescan_floor
+        name=values["name"],
+        api=api,
+        settings=settings,
+        **{k: values[k] for k in SCHEDULE_KEYS.names},
     )
 
 
-def _sink(raw: Any, path: str) -> SyslogSinkConfig:
-    section = Section(raw, path, _SINK_KEYS)
-    section.choice("type", ("syslog",), "syslog")
-    port = section.get("port", int, required=True)
-    if not 1 <= port <= 65535:
-        raise ConfigError(section.key("port"), "must be between 1 and 65535")
-    protocol = section.choice("protocol", ("tcp", "tls", "udp"), "tcp")
-    ca_file = _readable_file(section, "ca_file")
-    if ca_file and protocol != "tls":
-        raise ConfigError(section.key("ca_file"), "only applies to protocol: tls")
-    facility = section.choice("facility", tuple(FACILITIES), "local0")
-    return SyslogSinkConfig(
-        name=section.text("name", "syslog", required=True),
-        host=section.text("host", required=True),
-        port=port,
-        protocol=protocol,
-        framing=section.choice("framing", ("octet-counting", "lf"), "octet-counting"),
-        ca_file=ca_file,
-        facility=FACILITIES[facility],
-        hostname=section.text("hostname", socket.gethostname(), required=True),
-    )
+def _sink(raw: Any, path: str, types: Mapping[str, Kind[Any]]) -> SinkConfig:
+    sink_type, kind = _kind(raw, path, "type", types, DEFAULT_SINK_TYPE)
+    name_key = Keys(text_key("name", sink_type, required=True))
+    values = (_selector_key("type", sink_type) + name_key + kind.keys).read(raw, path)
+    settings = kind.make({k: values[k] for k in kind.keys.names}, path)
+    return SinkConfig(name=values["name"], type=sink_type, settings=settings)
 
 
-def _unique(items: Sequence[SourceConfig | SyslogSinkConfig], path: str) -> None:
+def _unique(items: Sequence[SourceConfig | SinkConfig], path: str) -> None:
     seen: set[str] = set()
     for index, item in enumerate(items):
         if item.name in seen:
@@ -426,7 +384,7 @@ def _unique(items: Sequence[SourceConfig | SyslogSinkConfig], path: str) -> None
         seen.add(item.name)
 
 
-def effective_config(config: Config) -> dict[str, Any]:
+def effective_config(config: Config, components: Components) -> dict[str, Any]:
     """The config as check-config prints it: every default filled in, every secret masked."""
     credential: dict[str, Any]
     match config.credential:
@@ -437,7 +395,6 @@ def effective_config(config: Config) -> dict[str, Any]:
             credential = {"certificate": {"private_key_file": key_file, "thumbprint": thumbprint}}
         case WorkloadIdentityCredential(token_file=token_file):
             credential = {"workload_identity": True, "federated_token_file": token_file}
-    facility_names = {code: name for name, code in FACILITIES.items()}
     return {
         "tenant_id": config.tenant_id,
         "client_id": config.client_id,
@@ -447,30 +404,16 @@ def effective_config(config: Config) -> dict[str, Any]:
         "ca_bundle": config.ca_bundle,
         "sources": [
             {
-                "name": s.name,
-                "endpoint": s.endpoint,
-                "time_field": s.time_field,
-                "page_size": s.page_size,
-                "poll_interval": format_duration(s.poll_interval),
-                "lookback": format_duration(s.lookback),
-                "max_lookback": format_duration(s.max_lookback),
-                "rescan_floor": format_duration(s.rescan_floor),
+                **SOURCE_NAME_KEYS.show(s),
+                "api": s.api,
+                **components.sources[s.api].keys.show(s.settings),
+                **SCHEDULE_KEYS.show(s),
             }
             for s in config.sources
         ],
         "state": {"path": config.state_path},
         "sinks": [
-            {
-                "type": "syslog",
-                "name": s.name,
-                "host": s.host,
-                "port": s.port,
-                "protocol": s.protocol,
-                "framing": s.framing,
-                "ca_file": s.ca_file,
-                "facility": facility_names[s.facility],
-                "hostname": s.hostname,
-            }
+            {"type": s.type, "name": s.name, **components.sinks[s.type].keys.show(s.settings)}
             for s in config.sinks
         ],
         "metrics": {"listen": f"{config.metrics_listen[0]}:{config.metrics_listen[1]}"},

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from exporter.components import COMPONENTS
 from exporter.config import Config, parse_config
 from exporter.logs import configure_logging
 from exporter.service import Exporter
@@ -176,7 +177,7 @@ def demo_config(tenant: SimulatedTenant, siem_port: int, state_dir: Path, listen
         "budget": {"requests": 5, "per": "10s"},
         "log_level": "warning",
     }
-    return parse_config(document, {})
+    return parse_config(document, {}, COMPONENTS)
 
 
 def _sum_samples(registry: CollectorRegistry, name: str, labels: Sequence[dict[str, str]]) -> float:

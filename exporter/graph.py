@@ -10,7 +10,9 @@
   anything else is refused before a request is sent, so the bearer token never leaves.
 
 Each event is keyed by its ``id`` and dated by the source's time field here, so what leaves
-this module is the pipeline's :class:`~exporter.pipeline.Page` of keyed events.
+this module is the pipeline's :class:`~exporter.pipeline.Page` of keyed events. The keys
+a Graph source has beyond every source's (``endpoint``, ``time_field``) are declared here
+too, as :data:`GRAPH_SOURCE`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import random
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -42,6 +45,7 @@ from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import KeyedEvent, Page, dedupe_key
 from exporter.retry import backoff, parse_retry_after
+from exporter.yamlconf import Keys, Kind, Values, text_key
 
 log = logging.getLogger(__name__)
 _NOT_URL_TEXT = re.compile(r"[\x00-\x20\x7f]")
@@ -50,6 +54,47 @@ THROTTLE_STATUSES = frozenset({429, 503, 504})
 SERVER_ERROR_STATUSES = frozenset({500, 502})
 MAX_ATTEMPTS = 6
 MAX_THROTTLE_RETRIES = 30
+
+KNOWN_TIME_FIELDS = {
+    "/auditLogs/signIns": "createdDateTime",
+    "/auditLogs/directoryAudits": "activityDateTime",
+    "/auditLogs/provisioning": "activityDateTime",
+}
+# A path only: a '?' or '#' would swallow the $filter the collector appends.
+_ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """A Graph source's own keys: the endpoint's path and the time field its window runs on."""
+
+    endpoint: str
+    time_field: str
+
+
+def _known_time_field(values: Values) -> str | None:
+    endpoint = values["endpoint"]
+    return next((f for suffix, f in KNOWN_TIME_FIELDS.items() if endpoint.endswith(suffix)), None)
+
+
+GRAPH_SOURCE = Kind(
+    Keys(
+        text_key(
+            "endpoint",
+            required=True,
+            pattern=(_ENDPOINT, "expected a path such as /v1.0/auditLogs/signIns"),
+        ),
+        text_key("time_field", _known_time_field, required=True),
+    ),
+    lambda values, path: GraphSettings(**values),
+)
+
+
+def graph_settings(source: SourceConfig) -> GraphSettings:
+    """The Graph keys of ``source``; a TypeError names a source of another API wired here."""
+    if not isinstance(source.settings, GraphSettings):
+        raise TypeError(f"source {source.name!r} is not a Graph source (api: {source.api})")
+    return source.settings
 
 
 def format_filter_time(epoch: float, round_up: bool = False) -> str:
@@ -60,11 +105,12 @@ def format_filter_time(epoch: float, round_up: bool = False) -> str:
 
 def first_page_url(graph_url: str, source: SourceConfig, start: float, end: float | None) -> str:
     """``{graph_url}{endpoint}?$filter=<field> ge <start>[ and <field> le <end>]&$top=<size>``."""
-    condition = f"{source.time_field} ge {format_filter_time(start)}"
+    settings = graph_settings(source)
+    condition = f"{settings.time_field} ge {format_filter_time(start)}"
     if end is not None:
-        condition += f" and {source.time_field} le {format_filter_time(end, round_up=True)}"
+        condition += f" and {settings.time_field} le {format_filter_time(end, round_up=True)}"
     query = urlencode({"$filter": condition, "$top": str(source.page_size)})
-    return f"{graph_url}{source.endpoint}?{query}"
+    return f"{graph_url}{settings.endpoint}?{query}"
 
 
 def same_origin(url: str, graph_url: str) -> bool:
@@ -170,6 +216,7 @@ class GraphClient:
     ) -> None:
         self.graph_url = graph_url
         self.source = source
+        self.settings = graph_settings(source)
         self.tokens = tokens
         self.budget = budget
         self.metrics = metrics
@@ -211,7 +258,7 @@ class GraphClient:
                 except MalformedPageError as exc:
                     failure = exc
                 else:
-                    keyed = key_events(events, self.source.time_field)
+                    keyed = key_events(events, self.settings.time_field)
                     return Page(keyed, requests_sent, throttles, waited), next_link
             elif response.status_code in THROTTLE_STATUSES:
                 throttles += 1

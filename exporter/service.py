@@ -17,6 +17,7 @@ from exporter.auth import TokenProvider
 from exporter.budget import BudgetShares, RequestBudget
 from exporter.clock import RealClock
 from exporter.collector import SourceLoop
+from exporter.components import open_sink
 from exporter.config import Config
 from exporter.delivery import Delivery
 from exporter.graph import GraphClient
@@ -25,7 +26,6 @@ from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health, start_http_server
-from exporter.syslog_sink import SyslogSink
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Exporter:
         self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
         self.shares = BudgetShares(config.budget.usable, len(config.sources))
         self.delivery = Delivery(
-            [SyslogSink(s) for s in config.sinks], self.metrics, self.health, self.clock
+            [open_sink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )
         self.warnings = InbandWarnings(config.inband_warnings, self.delivery, self.clock)
         self.graph_sessions = [VerifiedSession(verify, timeout=120.0) for _ in config.sources]

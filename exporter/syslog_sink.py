@@ -2,22 +2,69 @@
 
 An adapter behind :class:`exporter.pipeline.Sink`: it formats (this sink's facility,
 hostname and the collector's PID in the header) and hands the bytes to its transport;
-retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s.
+retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s. Its keys
+(``host``, ``port``, ``protocol``, ...) are declared here, as :data:`SYSLOG_SINK`.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from exporter.config import SyslogSinkConfig
+from exporter.errors import ConfigError
 from exporter.pipeline import KeyedEvent
-from exporter.syslog import SyslogTransport, format_message, format_text_message
+from exporter.syslog import FACILITIES, SyslogTransport, format_message, format_text_message
+from exporter.yamlconf import (
+    Keys,
+    Kind,
+    Values,
+    choice_key,
+    file_key,
+    int_key,
+    join_key,
+    table_key,
+    text_key,
+)
 
 WARNING_MSGID = "warning"
 WARNING_SEVERITY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogSettings:
+    """A syslog receiver's own keys: where it listens and what the messages' headers say."""
+
+    host: str
+    port: int
+    protocol: str
+    framing: str
+    ca_file: str | None
+    facility: int
+    hostname: str
+
+
+def _settings(values: Values, path: str) -> SyslogSettings:
+    if values["ca_file"] and values["protocol"] != "tls":
+        raise ConfigError(join_key(path, "ca_file"), "only applies to protocol: tls")
+    return SyslogSettings(**values)
+
+
+SYSLOG_SINK = Kind(
+    Keys(
+        text_key("host", required=True),
+        int_key("port", low=1, high=65535, required=True),
+        choice_key("protocol", ("tcp", "tls", "udp"), "tcp"),
+        choice_key("framing", ("octet-counting", "lf"), "octet-counting"),
+        file_key("ca_file"),
+        table_key("facility", FACILITIES, "local0"),
+        text_key("hostname", lambda values: socket.gethostname(), required=True),
+    ),
+    _settings,
+)
 
 
 class Transport(Protocol):
@@ -29,11 +76,13 @@ class Transport(Protocol):
 
 
 class SyslogSink:
-    """One syslog receiver: its config, formatting and transport."""
+    """One syslog receiver: its settings, formatting and transport."""
 
-    def __init__(self, config: SyslogSinkConfig, transport: Transport | None = None) -> None:
+    def __init__(
+        self, name: str, config: SyslogSettings, transport: Transport | None = None
+    ) -> None:
         self.config = config
-        self.name = config.name
+        self.name = name
         self.procid = str(os.getpid())
         self.transport: Transport = transport or SyslogTransport(
             host=config.host,

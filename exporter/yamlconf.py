@@ -5,14 +5,20 @@ Nothing here knows a key of ours. It reads the file (every failure a ``ConfigErr
 literal ``$``), parses the value kinds the config uses (durations such as ``90s``, ``5m``,
 ``1h``, ``2d``; shares; ``HOST:PORT``), and reads one mapping at a time with
 :class:`Section`, which refuses unknown keys and names the offending key in every error.
+
+A section's keys can also be declared once, as :class:`Key` values in a :class:`Keys`
+(its type and default, how check-config prints it, whether it is secret): the parser, the
+error messages and the printer all come from that declaration. Each source API and sink
+type declares its keys this way beside its adapter and registers a :class:`Kind`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 
@@ -24,6 +30,8 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 T = TypeVar("T")
+C = TypeVar("C")
+V = TypeVar("V")
 
 
 def read_document(path: str | Path, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -193,3 +201,172 @@ _TYPE_NAMES = {
     list: "a list",
     dict: "a mapping",
 }
+
+
+class Secret:
+    """A string that never shows itself: ``repr`` and ``str`` print a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it (the token request)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def readable_file(section: Section, name: str, *, required: bool = False) -> str | None:
+    """The path a key names, once it is known to be readable (so a typo fails at start)."""
+    path = section.text(name, required=required)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(section.key(name), f"cannot read {path!r}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(section.key(name), "a path cannot contain a NUL character") from None
+    return path
+
+
+Values = dict[str, Any]
+# A text key's default: a value, or computed from the keys of the section read before it.
+TextDefault = str | None | Callable[[Values], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of a section, declared once: how it is read (type, default, checks) and shown.
+
+    ``read`` gets the section and the values of the keys declared before this one, so a
+    default may depend on them (a time field on the endpoint). ``show`` turns the parsed
+    value back into what check-config prints; a ``secret`` key prints as ``***``.
+    """
+
+    name: str
+    read: Callable[[Section, Values], Any]
+    show: Callable[[Any], Any] = lambda value: value
+    secret: bool = False
+
+
+class Keys:
+    """The declared keys of one section, in the order check-config prints them."""
+
+    def __init__(self, *keys: Key) -> None:
+        self.keys = keys
+        self.names = tuple(key.name for key in keys)
+
+    def __add__(self, other: Keys) -> Keys:
+        return Keys(*self.keys, *other.keys)
+
+    def read(self, data: Any, path: str) -> Values:
+        """Every declared key of the mapping ``data`` at ``path``, parsed; others refused."""
+        section = Section(data, path, self.names)
+        values: Values = {}
+        for key in self.keys:
+            values[key.name] = key.read(section, values)
+        return values
+
+    def show(self, config: object) -> Values:
+        """The parsed values as check-config prints them, read from ``config``'s attributes."""
+        shown: Values = {}
+        for key in self.keys:
+            value = getattr(config, key.name)
+            shown[key.name] = "***" if key.secret and value is not None else key.show(value)
+        return shown
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[C]):
+    """A source API or a sink type: its own keys, and how their values become its config.
+
+    ``make`` receives the parsed values and the section's path; it checks what involves
+    several keys (raising ``ConfigError`` on the key at fault) and builds the frozen config.
+    """
+
+    keys: Keys
+    make: Callable[[Values, str], C]
+
+
+def text_key(
+    name: str,
+    default: TextDefault = None,
+    *,
+    required: bool = False,
+    pattern: tuple[re.Pattern[str], str] | None = None,
+    secret: bool = False,
+) -> Key:
+    """A string; ``pattern`` is a regular expression it must match and the error to give."""
+
+    def read(section: Section, values: Values) -> str | Secret | None:
+        fallback = default(values) if callable(default) else default
+        value = section.text(name, fallback, required=required)
+        if value is not None and pattern is not None and not pattern[0].match(value):
+            raise ConfigError(section.key(name), pattern[1])
+        return Secret(value) if secret and value is not None else value
+
+    return Key(name, read, secret=secret)
+
+
+def int_key(
+    name: str, default: int | None = None, *, low: int, high: int, required: bool = False
+) -> Key:
+    """An integer between ``low`` and ``high``, both included."""
+
+    def read(section: Section, values: Values) -> int:
+        value = section.get(name, int, default, required=required)
+        if not low <= value <= high:
+            raise ConfigError(section.key(name), f"must be between {low} and {high}")
+        return value
+
+    return Key(name, read)
+
+
+def flag_key(name: str, default: bool) -> Key:
+    """``true`` or ``false``."""
+    return Key(name, lambda section, values: section.get(name, bool, default))
+
+
+def duration_key(name: str, default: str) -> Key:
+    """A duration longer than zero, printed in its shortest exact form."""
+
+    def read(section: Section, values: Values) -> float:
+        seconds = section.duration(name, default)
+        if seconds <= 0:
+            raise ConfigError(section.key(name), "must be longer than zero")
+        return seconds
+
+    return Key(name, read, show=format_duration)
+
+
+def choice_key(name: str, options: tuple[str, ...], default: str) -> Key:
+    """One of a few words."""
+    return Key(name, lambda section, values: section.choice(name, options, default))
+
+
+def table_key(name: str, table: Mapping[str, V], default: str) -> Key:
+    """A name looked up in ``table`` (a syslog facility to its code); printed as the name."""
+    names = {value: key for key, value in table.items()}
+    return Key(
+        name,
+        lambda section, values: table[section.choice(name, tuple(table), default)],
+        show=lambda value: names[value],
+    )
+
+
+def file_key(name: str) -> Key:
+    """An optional path to a readable file."""
+    return Key(name, lambda section, values: readable_file(section, name))

@@ -19,14 +19,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.clock import RealClock
-from exporter.config import SyslogSinkConfig
 from exporter.delivery import Delivery
 from exporter.graph import key_events
 from exporter.metrics import ExporterMetrics, Health
 from exporter.sim.objects import tenant_scale_signin
 from exporter.sim.timeline import TICKS_PER_SECOND
 from exporter.syslog import FACILITIES
-from exporter.syslog_sink import SyslogSink
+from exporter.syslog_sink import SyslogSettings, SyslogSink
 from tests.rsyslog import RsyslogReceiver
 
 SOURCES = ("signins", "noninteractive", "serviceprincipal")
@@ -78,8 +77,8 @@ def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: st
 
     with RsyslogReceiver(protocol="tcp", tls=protocol == "tls") as receiver:
         sink = SyslogSink(
-            SyslogSinkConfig(
-                name="siem",
+            "siem",
+            SyslogSettings(
                 host=receiver.host,
                 port=receiver.port,
                 protocol=protocol,
@@ -87,7 +86,7 @@ def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: st
                 ca_file=str(receiver.ca_file) if receiver.ca_file else None,
                 facility=FACILITIES["local0"],
                 hostname="collector-1",
-            )
+            ),
         )
         stop = threading.Event()
         registry = CollectorRegistry()

@@ -38,7 +38,7 @@ from exporter.budget import RequestBudget
 from exporter.clock import RealClock
 from exporter.config import SourceConfig
 from exporter.errors import GraphHTTPError
-from exporter.graph import GraphClient
+from exporter.graph import GraphClient, GraphSettings
 from exporter.https import VerifiedSession
 from exporter.metrics import ExporterMetrics
 from exporter.sim.ca import write_test_pki
@@ -430,8 +430,8 @@ def test_a_redirect_from_graph_is_refused_and_never_followed(tmp_path: Path) -> 
         metrics = ExporterMetrics(CollectorRegistry())
         source = SourceConfig(
             "signins",
-            "/v1.0/auditLogs/signIns",
-            "createdDateTime",
+            "graph",
+            GraphSettings("/v1.0/auditLogs/signIns", "createdDateTime"),
             page_size=10,
             poll_interval=60.0,
             lookback=120.0,

@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.components import COMPONENTS
 from exporter.config import (
     ClientSecretCredential,
     effective_config,
@@ -36,32 +37,37 @@ def minimal(**overrides: Any) -> dict[str, Any]:
 
 def error_key(document: dict[str, Any], environ: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as error:
-        parse_config(document, environ or {})
+        parse_config(document, environ or {}, COMPONENTS)
     return error.value.key
 
 
 def test_defaults_are_filled_in() -> None:
-    config = parse_config(minimal(), {})
+    config = parse_config(minimal(), {}, COMPONENTS)
     source = config.sources[0]
-    assert source.time_field == "createdDateTime"
+    assert source.settings.time_field == "createdDateTime"
     assert (source.page_size, source.poll_interval, source.lookback) == (1000, 60.0, 3600.0)
     assert source.max_lookback == 7 * 86400
     assert config.sinks[0].name == "syslog"
-    assert config.sinks[0].framing == "octet-counting"
-    assert config.sinks[0].facility == 16
+    assert config.sinks[0].settings.framing == "octet-counting"
+    assert config.sinks[0].settings.facility == 16
     assert config.graph_url == "https://graph.microsoft.com"
     assert config.metrics_listen == ("0.0.0.0", 9795)
     assert config.budget.rate == 0.5
     assert config.budget.reserve == 0.1 and config.budget.usable == pytest.approx(0.45)
     assert source.rescan_floor == 4 * 3600
     for written, share in (("25%", 0.25), (0.2, 0.2), (0, 0.0)):
-        assert parse_config(minimal(budget={"reserve": written}), {}).budget.reserve == share
+        assert (
+            parse_config(minimal(budget={"reserve": written}), {}, COMPONENTS).budget.reserve
+            == share
+        )
     assert (
         parse_config(
-            minimal(sources=[{"name": "audits", "endpoint": "/v1.0/auditLogs/directoryAudits"}]), {}
+            minimal(sources=[{"name": "audits", "endpoint": "/v1.0/auditLogs/directoryAudits"}]),
+            {},
+            COMPONENTS,
         )
         .sources[0]
-        .time_field
+        .settings.time_field
         == "activityDateTime"
     )
 
@@ -158,6 +164,7 @@ def test_workload_identity_takes_ids_from_the_environment(tmp_path: Path) -> Non
             "AZURE_CLIENT_ID": "c-guid",
             "AZURE_AUTHORITY_HOST": "https://login.example.us/",
         },
+        COMPONENTS,
     )
     assert (config.tenant_id, config.client_id) == ("t-guid", "c-guid")
     assert config.authority_host == "https://login.example.us"
@@ -167,20 +174,20 @@ def test_environment_substitution_and_missing_variable(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     document = minimal(client_secret="${GRAPH_SECRET}", tenant_id="$${literal}")
     path.write_text(yaml.safe_dump(document))
-    config = load_config(path, {"GRAPH_SECRET": "from-env"})
+    config = load_config(path, COMPONENTS, {"GRAPH_SECRET": "from-env"})
     assert isinstance(config.credential, ClientSecretCredential)
     assert config.credential.secret.reveal() == "from-env"
     assert config.tenant_id == "${literal}"
     with pytest.raises(ConfigError) as error:
-        load_config(path, {})
+        load_config(path, COMPONENTS, {})
     assert error.value.key == "client_secret"
     assert "GRAPH_SECRET" in str(error.value)
 
 
 def test_secrets_never_show(tmp_path: Path) -> None:
-    config = parse_config(minimal(), {})
+    config = parse_config(minimal(), {}, COMPONENTS)
     assert "s3cr3t-value" not in repr(config)
-    assert "s3cr3t-value" not in str(effective_config(config))
+    assert "s3cr3t-value" not in str(effective_config(config, COMPONENTS))
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(minimal()))
     result = subprocess.run(
@@ -229,7 +236,7 @@ yaml_values = st.recursive(
 )
 def test_any_garbage_value_is_a_config_error_never_a_crash(key: str, value: Any) -> None:
     try:
-        parse_config(minimal(**{key: value}), {})
+        parse_config(minimal(**{key: value}), {}, COMPONENTS)
     except ConfigError as error:
         assert error.key.split(".")[0].split("[")[0] in (key, "client_secret", "(file)")
 

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.cli import one_line
+from exporter.components import COMPONENTS
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 
@@ -115,7 +116,7 @@ def workdir() -> Iterator[Path]:
 def load_text(workdir: Path, text: str | bytes) -> Config:
     path = workdir / "config.yaml"
     path.write_bytes(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
-    return load_config(path, {"GRAPH_SECRET": SECRET})
+    return load_config(path, COMPONENTS, {"GRAPH_SECRET": SECRET})
 
 
 def outcome(workdir: Path, text: str | bytes) -> ConfigError | Config:

@@ -15,12 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.clock import ManualClock
-from exporter.config import SyslogSinkConfig
 from exporter.delivery import Delivery
 from exporter.errors import Interrupted, SinkUnavailable
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent
-from exporter.syslog_sink import SyslogSink
+from exporter.syslog_sink import SyslogSettings, SyslogSink
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -59,8 +58,8 @@ class StoppingClock(ManualClock):
 
 def sink(name: str, transport: ScriptedTransport) -> SyslogSink:
     return SyslogSink(
-        SyslogSinkConfig(
-            name=name,
+        name,
+        SyslogSettings(
             host="siem.invalid",
             port=6514,
             protocol="tcp",

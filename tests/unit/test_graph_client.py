@@ -21,7 +21,7 @@ from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.config import SourceConfig
 from exporter.errors import ForeignNextLinkError, GraphHTTPError, MalformedPageError
-from exporter.graph import MAX_ATTEMPTS, MAX_THROTTLE_RETRIES, GraphClient
+from exporter.graph import MAX_ATTEMPTS, MAX_THROTTLE_RETRIES, GraphClient, GraphSettings
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import Page
 
@@ -31,8 +31,8 @@ GUID = "4a1b2c3d-0000-4000-8000-00000000abcd"
 PAGE = b'{"value": [{"id": "%s", "createdDateTime": "2027-01-15T08:00:00Z"}]}' % GUID.encode()
 SOURCE = SourceConfig(
     "signins",
-    "/v1.0/auditLogs/signIns",
-    "createdDateTime",
+    "graph",
+    GraphSettings("/v1.0/auditLogs/signIns", "createdDateTime"),
     page_size=50,
     poll_interval=60.0,
     lookback=120.0,
@@ -108,7 +108,7 @@ def test_the_first_page_asks_for_the_window_and_its_events_come_keyed_and_dated(
     page = first(client.pages(START - 120.5, START - 60.25))
     (_, url, bearer) = session.calls[0]
     parts = urlsplit(url)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == GRAPH + SOURCE.endpoint
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == GRAPH + SOURCE.settings.endpoint
     assert parse_qs(parts.query) == {
         "$filter": [
             # whole seconds, widened outwards: the start floored, the end rounded up

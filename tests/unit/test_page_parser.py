@@ -22,6 +22,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from urllib3.util import parse_url
 
+from exporter.components import COMPONENTS
 from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
 from exporter.graph import first_page_url, format_filter_time, parse_page, same_origin
@@ -219,7 +220,7 @@ def configured_source(endpoint: str, time_field: str) -> SourceConfig | None:
         "sinks": [{"host": "127.0.0.1", "port": 514}],
     }
     try:
-        return parse_config(document, {}).sources[0]
+        return parse_config(document, {}, COMPONENTS).sources[0]
     except ConfigError:
         return None
 
@@ -243,7 +244,7 @@ def test_the_first_page_url_carries_exactly_the_configured_query(
     parts = urlsplit(url)
     assert parts.fragment == ""
     query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True)
-    expected = f"{source.time_field} ge {format_filter_time(start)}"
+    expected = f"{source.settings.time_field} ge {format_filter_time(start)}"
     if end is not None:
-        expected += f" and {source.time_field} le {format_filter_time(end, round_up=True)}"
+        expected += f" and {source.settings.time_field} le {format_filter_time(end, round_up=True)}"
     assert query == {"$filter": [expected], "$top": ["7"]}

@@ -24,7 +24,7 @@ from exporter.clock import ManualClock
 from exporter.collector import RunTally, SourceLoop, TierRun
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import GraphHTTPError
-from exporter.graph import key_events
+from exporter.graph import GraphSettings, key_events
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
@@ -155,8 +155,8 @@ def make_events(
 
 SOURCE = SourceConfig(
     "signins",
-    "/v1.0/auditLogs/signIns",
-    "createdDateTime",
+    "graph",
+    GraphSettings("/v1.0/auditLogs/signIns", "createdDateTime"),
     page_size=1000,
     poll_interval=60.0,
     lookback=120.0,
