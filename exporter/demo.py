@@ -40,7 +40,7 @@ SOURCES = {
 }
 
 
-class SyslogCollector:
+class SiemReceiver:
     """A tiny SIEM: accepts TCP syslog with octet-counting framing and counts event ids."""
 
     def __init__(self) -> None:
@@ -194,7 +194,7 @@ def run_demo(duration: float, metrics_listen: str, out: TextIO | None = None) ->
     with tempfile.TemporaryDirectory(prefix="siem-exporter-demo-") as workdir:
         tenant = SimulatedTenant(SCENARIOS[SCENARIO], Path(workdir))
         tenant.start()
-        siem = SyslogCollector()
+        siem = SiemReceiver()
         config = demo_config(tenant, siem.port, Path(workdir), metrics_listen)
         registry = CollectorRegistry()
         exporter = Exporter(config, registry)
