@@ -37,7 +37,8 @@ from exporter.budget import RequestBudget
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import Interrupted
-from exporter.graph import GraphSettings, key_events
+from exporter.graph import key_events
+from exporter.graph_query import GraphSettings
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health

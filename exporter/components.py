@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporter.config import Components, SinkConfig
-from exporter.graph import GRAPH_SOURCE
+from exporter.graph_query import GRAPH_SOURCE
 from exporter.pipeline import Sink
 from exporter.syslog_sink import SYSLOG_SINK, SyslogSink
 

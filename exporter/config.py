@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from exporter.errors import ConfigError
@@ -44,6 +44,9 @@ MAX_RESERVE = 0.9  # at least a tenth of the budget must be left to plan with
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_SOURCE_API = "graph"
 DEFAULT_SINK_TYPE = "syslog"
+# The request budget the top-level `budget` section sets: Graph's identity and access reports
+# (sign-ins, audits, provisioning). Other families take their API's published limits.
+CONFIGURED_BUDGET_FAMILY = "identity_reports"
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 
@@ -76,13 +79,23 @@ class WorkloadIdentityCredential:
 Credential = ClientSecretCredential | CertificateCredential | WorkloadIdentityCredential
 
 
+class SourceSettings(Protocol):
+    """What every source API's settings tell the rest: which budget, how big a page may be."""
+
+    @property
+    def budget_family(self) -> str: ...
+
+    @property
+    def max_page_size(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One log stream polled on its own schedule; ``settings`` are its API's own keys."""
 
     name: str
     api: str  # which adapter reads it: a key of Components.sources
-    settings: Any  # what that API's Kind made of its keys (GraphSettings for "graph")
+    settings: Any  # a SourceSettings: what the API's Kind made of its keys (GraphSettings)
     page_size: int
     poll_interval: float
     lookback: float
@@ -140,9 +153,14 @@ class Config:
     state_path: str
     sinks: tuple[SinkConfig, ...]
     metrics_listen: tuple[str, int]
-    budget: BudgetConfig
+    budget: BudgetConfig  # the identity reports' budget, as the `budget` section sets it
     inband_warnings: bool
     log_level: str
+    budgets: Mapping[str, BudgetConfig]  # every family a source draws from, by name
+
+    def budget_of(self, source: SourceConfig) -> BudgetConfig:
+        """The request budget ``source`` draws from, shared with its family's other sources."""
+        return self.budgets[source.settings.budget_family]
 
 
 _TOP_KEYS = (
@@ -172,7 +190,7 @@ SOURCE_NAME_KEYS = Keys(
     )
 )
 SCHEDULE_KEYS = Keys(
-    int_key("page_size", MAX_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE),
+    int_key("page_size", low=1, high=MAX_PAGE_SIZE),  # default: the endpoint's largest
     duration_key("poll_interval", "60s"),
     duration_key("lookback", "1h"),
     duration_key("max_lookback", "7d"),
@@ -231,6 +249,7 @@ def parse_config(
     reserve = budget.share("reserve", "10%")
     if not 0.0 <= reserve <= MAX_RESERVE:
         raise ConfigError("budget.reserve", f"must be between 0% and {MAX_RESERVE:.0%}")
+    configured = BudgetConfig(requests_per, _positive(budget, "per", "10s"), reserve)
     return Config(
         tenant_id=tenant_id.strip(),
         client_id=client_id.strip(),
@@ -242,10 +261,26 @@ def parse_config(
         state_path=state.text("path", DEFAULT_STATE_PATH, required=True),
         sinks=sinks,
         metrics_listen=metrics.convert("listen", DEFAULT_METRICS_LISTEN, parse_listen),
-        budget=BudgetConfig(requests_per, _positive(budget, "per", "10s"), reserve),
+        budget=configured,
         inband_warnings=top.get("inband_warnings", bool, False),
         log_level=top.choice("log_level", LOG_LEVELS, "info"),
+        budgets=_budgets(sources, configured, components),
     )
+
+
+def _budgets(
+    sources: Sequence[SourceConfig], configured: BudgetConfig, components: Components
+) -> dict[str, BudgetConfig]:
+    """Each family's budget: the configured one for the reports, the published limit else."""
+    budgets: dict[str, BudgetConfig] = {}
+    for source in sources:
+        family = source.settings.budget_family
+        if family == CONFIGURED_BUDGET_FAMILY:
+            budgets[family] = configured
+        elif family not in budgets:
+            requests, per = components.sources[source.api].budgets[family]
+            budgets[family] = BudgetConfig(requests, per, configured.reserve)
+    return budgets
 
 
 def _https_url(section: Section, name: str, default: str) -> str:
@@ -360,6 +395,13 @@ def _source(raw: Any, path: str, apis: Mapping[str, Kind[Any]]) -> SourceConfig:
     if values["rescan_floor"] < values["poll_interval"]:
         raise ConfigError(join_key(path, "rescan_floor"), "must not be shorter than poll_interval")
     settings = kind.make({k: values[k] for k in kind.keys.names}, path)
+    largest = settings.max_page_size
+    if values["page_size"] is None:
+        values["page_size"] = largest
+    elif values["page_size"] > largest:
+        raise ConfigError(
+            join_key(path, "page_size"), f"must be between 1 and {largest} for this endpoint"
+        )
     return SourceConfig(
         name=values["name"],
         api=api,

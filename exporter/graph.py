@@ -10,22 +10,20 @@
   anything else is refused before a request is sent, so the bearer token never leaves.
 
 Each event is keyed by its ``id`` and dated by the source's time field here, so what leaves
-this module is the pipeline's :class:`~exporter.pipeline.Page` of keyed events. The keys
-a Graph source has beyond every source's (``endpoint``, ``time_field``) are declared here
-too, as :data:`GRAPH_SOURCE`.
+this module is the pipeline's :class:`~exporter.pipeline.Page` of keyed events. What to
+ask for (the source's keys, the endpoints' facts, the first URL) is :mod:`graph_query`'s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
@@ -41,11 +39,11 @@ from exporter.errors import (
     MalformedPageError,
 )
 from exporter.eventtime import parse_event_time
+from exporter.graph_query import first_page_url, graph_settings
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import KeyedEvent, Page, dedupe_key
 from exporter.retry import backoff, parse_retry_after
-from exporter.yamlconf import Keys, Kind, Values, text_key
 
 log = logging.getLogger(__name__)
 _NOT_URL_TEXT = re.compile(r"[\x00-\x20\x7f]")
@@ -54,63 +52,6 @@ THROTTLE_STATUSES = frozenset({429, 503, 504})
 SERVER_ERROR_STATUSES = frozenset({500, 502})
 MAX_ATTEMPTS = 6
 MAX_THROTTLE_RETRIES = 30
-
-KNOWN_TIME_FIELDS = {
-    "/auditLogs/signIns": "createdDateTime",
-    "/auditLogs/directoryAudits": "activityDateTime",
-    "/auditLogs/provisioning": "activityDateTime",
-}
-# A path only: a '?' or '#' would swallow the $filter the collector appends.
-_ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class GraphSettings:
-    """A Graph source's own keys: the endpoint's path and the time field its window runs on."""
-
-    endpoint: str
-    time_field: str
-
-
-def _known_time_field(values: Values) -> str | None:
-    endpoint = values["endpoint"]
-    return next((f for suffix, f in KNOWN_TIME_FIELDS.items() if endpoint.endswith(suffix)), None)
-
-
-GRAPH_SOURCE = Kind(
-    Keys(
-        text_key(
-            "endpoint",
-            required=True,
-            pattern=(_ENDPOINT, "expected a path such as /v1.0/auditLogs/signIns"),
-        ),
-        text_key("time_field", _known_time_field, required=True),
-    ),
-    lambda values, path: GraphSettings(**values),
-)
-
-
-def graph_settings(source: SourceConfig) -> GraphSettings:
-    """The Graph keys of ``source``; a TypeError names a source of another API wired here."""
-    if not isinstance(source.settings, GraphSettings):
-        raise TypeError(f"source {source.name!r} is not a Graph source (api: {source.api})")
-    return source.settings
-
-
-def format_filter_time(epoch: float, round_up: bool = False) -> str:
-    """An unquoted ISO-8601 literal for ``$filter``, whole seconds, rounded to widen the range."""
-    seconds = -int(-epoch // 1) if round_up else int(epoch // 1)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def first_page_url(graph_url: str, source: SourceConfig, start: float, end: float | None) -> str:
-    """``{graph_url}{endpoint}?$filter=<field> ge <start>[ and <field> le <end>]&$top=<size>``."""
-    settings = graph_settings(source)
-    condition = f"{settings.time_field} ge {format_filter_time(start)}"
-    if end is not None:
-        condition += f" and {settings.time_field} le {format_filter_time(end, round_up=True)}"
-    query = urlencode({"$filter": condition, "$top": str(source.page_size)})
-    return f"{graph_url}{settings.endpoint}?{query}"
 
 
 def same_origin(url: str, graph_url: str) -> bool:
@@ -168,18 +109,34 @@ def graph_error_code(body: bytes) -> tuple[str, str]:
         return "unknown", ""
 
 
-def event_key(event: dict[str, Any]) -> tuple[bytes, bool]:
-    """The dedupe key of a Graph event (from its ``id``), and whether the id gave it."""
-    return dedupe_key(event.get("id"), event)
+def event_key(event: dict[str, Any], update_field: str | None = None) -> tuple[bytes, bool]:
+    """The dedupe key of a Graph event (from its ``id``), and whether the id gave it.
+
+    With ``update_field`` (records that change: risk detections, alerts) the key is of the
+    id and that field's value together, so each version is delivered once and an unchanged
+    record is never re-sent. An event without an id is keyed by its whole content anyway.
+    """
+    key, has_id = dedupe_key(event.get("id"), event)
+    if update_field is None or not has_id:
+        return key, has_id
+    version = json.dumps(event.get(update_field), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(b"\0version\0" + key + version).digest()[:16], True
 
 
-def key_events(events: Iterable[dict[str, Any]], time_field: str) -> list[KeyedEvent]:
-    """Graph's events keyed by ``id`` and dated by ``time_field`` (header and window alike)."""
+def key_events(
+    events: Iterable[dict[str, Any]], time_field: str, update_field: str | None = None
+) -> list[KeyedEvent]:
+    """Graph's events keyed by ``id`` and dated by ``time_field`` (header and window alike).
+
+    With ``update_field`` the window runs on that field instead, and each version of a
+    record gets its own key (:func:`event_key`); the header still carries ``time_field``.
+    """
     keyed = []
     for event in events:
-        key, has_id = event_key(event)
+        key, has_id = event_key(event, update_field)
         when = parse_event_time(event.get(time_field))
-        seconds = None if when is None else when.timestamp()
+        window = when if update_field is None else parse_event_time(event.get(update_field))
+        seconds = None if window is None else window.timestamp()
         keyed.append(KeyedEvent(key, has_id, seconds, when, event))
     return keyed
 
@@ -258,7 +215,8 @@ class GraphClient:
                 except MalformedPageError as exc:
                     failure = exc
                 else:
-                    keyed = key_events(events, self.settings.time_field)
+                    settings = self.settings
+                    keyed = key_events(events, settings.time_field, settings.update_field)
                     return Page(keyed, requests_sent, throttles, waited), next_link
             elif response.status_code in THROTTLE_STATUSES:
                 throttles += 1

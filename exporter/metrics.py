@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -115,7 +115,9 @@ class ExporterMetrics:
             "events_without_id", "Events keyed by a hash of their content.", ["source"]
         )
         self.budget_rate = gauge(
-            "budget_requests_per_second", "The configured API request budget of the tenant."
+            "budget_requests_per_second",
+            "The API request budget of each family of endpoints (sources of one share it).",
+            ["family"],
         )
         self.budget_wait = counter(
             "budget_wait_seconds", "Time spent waiting for the request budget.", ["source"]
@@ -230,7 +232,10 @@ class ExporterMetrics:
         self.rescan_floor_met.labels(source).set(1 if floor_met else 0)
 
     def initialise(
-        self, sources: Iterable[SourceConfig], sinks: Iterable[str], budget_rate: float
+        self,
+        sources: Iterable[SourceConfig],
+        sinks: Iterable[str],
+        budget_rates: Mapping[str, float],
     ) -> None:
         """Create every label child at zero, so series exist before anything happens."""
         sink_names = list(sinks)
@@ -261,7 +266,8 @@ class ExporterMetrics:
         for sink in sink_names:
             self.sink_errors.labels(sink)
             self.sink_up.labels(sink).set(1)
-        self.budget_rate.set(budget_rate)
+        for family, rate in budget_rates.items():
+            self.budget_rate.labels(family).set(rate)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry
@@ -42,15 +43,23 @@ class Exporter:
         self.metrics.initialise(
             config.sources,
             [s.name for s in config.sinks],
-            config.budget.rate,
+            {family: budget.rate for family, budget in config.budgets.items()},
         )
         self.health = Health({s.name: s.poll_interval for s in config.sources})
         self.ledger = Ledger(config.state_path)
         verify = trust_bundle(config.ca_bundle)
         self.auth_http = VerifiedSession(verify)
         self.tokens = TokenProvider(config, self.metrics, self.clock, self.auth_http)
-        self.budget = RequestBudget(config.budget.requests, config.budget.per, self.clock)
-        self.shares = BudgetShares(config.budget.usable, len(config.sources))
+        # One budget per family, shared by the family's sources (each in its own thread).
+        self.budgets = {
+            family: RequestBudget(budget.requests, budget.per, self.clock)
+            for family, budget in config.budgets.items()
+        }
+        members = Counter(s.settings.budget_family for s in config.sources)
+        self.shares = {
+            family: BudgetShares(budget.usable, members[family])
+            for family, budget in config.budgets.items()
+        }
         self.delivery = Delivery(
             [open_sink(s) for s in config.sinks], self.metrics, self.health, self.clock
         )
@@ -63,7 +72,7 @@ class Exporter:
                     config.graph_url,
                     source,
                     self.tokens,
-                    self.budget,
+                    self.budgets[source.settings.budget_family],
                     self.metrics,
                     self.clock,
                     session,
@@ -75,8 +84,8 @@ class Exporter:
                 self.clock,
                 self.stop,
                 self.warnings,
-                config.budget,
-                self.shares,
+                config.budget_of(source),
+                self.shares[source.settings.budget_family],
             )
             for source, session in zip(config.sources, self.graph_sessions, strict=True)
         ]

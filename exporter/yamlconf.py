@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -295,10 +295,12 @@ class Kind(Generic[C]):
 
     ``make`` receives the parsed values and the section's path; it checks what involves
     several keys (raising ``ConfigError`` on the key at fault) and builds the frozen config.
+    A source API also names its request budgets: family to (requests, per seconds).
     """
 
     keys: Keys
     make: Callable[[Values, str], C]
+    budgets: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def text_key(
@@ -324,11 +326,11 @@ def text_key(
 def int_key(
     name: str, default: int | None = None, *, low: int, high: int, required: bool = False
 ) -> Key:
-    """An integer between ``low`` and ``high``, both included."""
+    """An integer between ``low`` and ``high``, both included (None when absent, no default)."""
 
-    def read(section: Section, values: Values) -> int:
+    def read(section: Section, values: Values) -> int | None:
         value = section.get(name, int, default, required=required)
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise ConfigError(section.key(name), f"must be between {low} and {high}")
         return value
 

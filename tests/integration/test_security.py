@@ -38,7 +38,8 @@ from exporter.budget import RequestBudget
 from exporter.clock import RealClock
 from exporter.config import SourceConfig
 from exporter.errors import GraphHTTPError
-from exporter.graph import GraphClient, GraphSettings
+from exporter.graph import GraphClient
+from exporter.graph_query import GraphSettings
 from exporter.https import VerifiedSession
 from exporter.metrics import ExporterMetrics
 from exporter.sim.ca import write_test_pki

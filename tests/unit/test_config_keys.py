@@ -68,6 +68,19 @@ def graph_sources(draw: st.DrawFn, index: int) -> dict[str, Any]:
         source["time_field"] = draw(st.sampled_from(["createdDateTime", "activityDateTime"]))
     if draw(st.booleans()):
         source["api"] = "graph"
+    if draw(st.booleans()):
+        source["filter"] = draw(st.sampled_from(["status/errorCode ne 0", "appId eq 'a(b)'"]))
+    if draw(st.booleans()):
+        source["update_field"] = "lastUpdatedDateTime"
+    if draw(st.booleans()):
+        source["endpoint"] = "/beta/auditLogs/signIns"
+        source["sign_in_event_types"] = draw(
+            st.lists(
+                st.sampled_from(["interactiveUser", "nonInteractiveUser", "servicePrincipal"]),
+                min_size=1,
+                unique=True,
+            )
+        )
     return source
 
 

@@ -21,7 +21,8 @@ from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.config import SourceConfig
 from exporter.errors import ForeignNextLinkError, GraphHTTPError, MalformedPageError
-from exporter.graph import MAX_ATTEMPTS, MAX_THROTTLE_RETRIES, GraphClient, GraphSettings
+from exporter.graph import MAX_ATTEMPTS, MAX_THROTTLE_RETRIES, GraphClient
+from exporter.graph_query import GraphSettings
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import Page
 

@@ -24,7 +24,8 @@ from exporter.clock import ManualClock
 from exporter.collector import RunTally, SourceLoop, TierRun
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import GraphHTTPError
-from exporter.graph import GraphSettings, key_events
+from exporter.graph import key_events
+from exporter.graph_query import GraphSettings
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
@@ -176,7 +177,7 @@ def build_loop(
     source = dataclasses.replace(SOURCE, page_size=api.page_size)
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
-    metrics.initialise([source], [], 0.5)
+    metrics.initialise([source], [], {"identity_reports": 0.5})
     loop = SourceLoop(
         source,
         api,
