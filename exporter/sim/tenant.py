@@ -47,12 +47,12 @@ class SimulatedTenant:
         self._state = state
         self._server = TenantServer(workdir, self.handle)
         self._identity = IdentityPlatform(
-            registration, lambda: self.base_url, clock, state.faults, state.tokens
+            registration, lambda: self.base_url, state.clock, state.faults, state.tokens
         )
         self._graph = GraphApi(
             lambda: self.base_url,
             lambda: self.authority,
-            clock,
+            state.clock,
             state.faults,
             state.tokens,
             state.throttle,
