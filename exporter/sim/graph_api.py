@@ -1,0 +1,201 @@
+"""The Graph audit-log API of the simulated tenant: bearer-token checks, the request budget
+and its 429s, injected faults, query validation, and pages with their next links."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from exporter.sim.audit_logs import AuditLogs
+from exporter.sim.faults import Faults
+from exporter.sim.messages import Request, Response, json_response
+from exporter.sim.query import (
+    Cursor,
+    QueryError,
+    decode_cursor,
+    encode_cursor,
+    parse_filter,
+    parse_top,
+)
+from exporter.sim.sources import JsonObject, Source
+from exporter.sim.state import TokenStore
+from exporter.sim.throttle import Throttle
+
+_GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
+_TOKEN_PROBLEMS = {
+    "unknown": "Invalid access token: not issued by this tenant or revoked.",
+    "expired": "Access token has expired or is not yet valid.",
+}
+
+
+class GraphApi:
+    """Serves `GET` on the audit-log collections as Graph v1.0 does, errors included.
+
+    Every error carries Graph's envelope (`error.code`, `innerError` with request ids),
+    because the collector reads those fields.
+    """
+
+    def __init__(
+        self,
+        base_url: Callable[[], str],
+        authority: Callable[[], str],
+        clock: Callable[[], float],
+        faults: Faults,
+        tokens: TokenStore,
+        throttle: Throttle,
+        logs: AuditLogs,
+    ) -> None:
+        self._base_url = base_url
+        self._authority = authority
+        self._clock = clock
+        self._faults = faults
+        self._tokens = tokens
+        self._throttle = throttle
+        self._logs = logs
+
+    def error(
+        self,
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        inner: Mapping[str, str] | None = None,
+    ) -> Response:
+        """A Graph error response; it echoes the client's `client-request-id` if it sent one."""
+        request_id = str(uuid.uuid4())
+        date = dt.datetime.fromtimestamp(self._clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        inner_error = {
+            **(inner or {}),
+            "date": date,
+            "request-id": request_id,
+            "client-request-id": request.headers.get("client-request-id", request_id),
+        }
+        return json_response(
+            status,
+            {"error": {"code": code, "message": message, "innerError": inner_error}},
+            {"request-id": request_id, **(headers or {})},
+        )
+
+    def _token_problem(self, request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return "Access token is empty."
+        problem = self._tokens.problem(token)
+        return None if problem is None else _TOKEN_PROBLEMS[problem]
+
+    def _retry_after(self, wait: float) -> str:
+        style = self._faults.snapshot().retry_after_style
+        if style == "http-date":
+            return email.utils.formatdate(math.ceil(self._clock() + wait), usegmt=True)
+        if style == "integer":
+            return str(max(math.ceil(wait), 1))
+        return f"{max(math.ceil(wait * 1000) / 1000, 0.001):.3f}"
+
+    def serve(self, request: Request, source: Source, query: dict[str, list[str]]) -> Response:
+        """Authenticate, then spend budget, then inject faults, then validate and serve.
+
+        The order matters to the collector: a 401 or a 429 costs no budget; a 400, a
+        fault and a good page all do, as throttled calls do at Microsoft.
+        """
+        problem = self._token_problem(request)
+        if problem is not None:
+            return self.error(
+                request,
+                401,
+                "InvalidAuthenticationToken",
+                problem,
+                {"WWW-Authenticate": f'Bearer realm="", authorization_uri="{self._authority()}"'},
+            )
+        self._throttle.note_arrival(source.path)
+        wait = self._throttle.take()
+        if wait is not None:
+            self._throttle.hold(wait, source.path)
+            return self.error(
+                request,
+                429,
+                "TooManyRequests",
+                "Please retry again later.",
+                {"Retry-After": self._retry_after(wait)},
+                {"code": "429", "status": "429"},
+            )
+        fault = self._injected_failure(request)
+        if fault is not None:
+            return fault
+        try:
+            cursor = self._cursor(source, query)
+        except QueryError as exc:
+            return self.error(request, 400, "BadRequest", str(exc))
+        return self._page(request, source, cursor)
+
+    def _injected_failure(self, request: Request) -> Response | None:
+        if self._faults.take("graph_503"):
+            retry = self._faults.snapshot().graph_503_retry_after
+            headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}
+            if retry is not None:
+                self._throttle.hold(retry, urlsplit(request.target).path)
+            return self.error(
+                request, 503, "serviceNotAvailable", "Service is temporarily unavailable.", headers
+            )
+        if self._faults.take("graph_504"):
+            return self.error(request, 504, "gatewayTimeout", "The gateway timed out.")
+        if self._faults.take("graph_500"):
+            return self.error(
+                request, 500, "generalException", "General exception while processing."
+            )
+        return None
+
+    def _cursor(self, source: Source, query: dict[str, list[str]]) -> Cursor:
+        unknown = set(query) - {"$filter", "$top", "$skiptoken"}
+        if unknown:
+            raise QueryError(f"Query option(s) not supported: {', '.join(sorted(unknown))}")
+        if any(len(values) > 1 for values in query.values()):
+            raise QueryError("Query options must not be repeated.")
+        first = {name: values[0] for name, values in query.items()}
+        bounds = parse_filter(first.get("$filter"), source.time_field)
+        top = parse_top(first.get("$top"))
+        token = first.get("$skiptoken")
+        if token is not None:
+            return decode_cursor(token, source.name)
+        return Cursor(source.name, self._clock(), bounds.ge, bounds.le, None, top)
+
+    def _page(self, request: Request, source: Source, cursor: Cursor) -> Response:
+        events = self._logs.page(source.name, cursor)
+        page, more = events[: cursor.top], len(events) > cursor.top
+        base_url = self._base_url()
+        body: JsonObject = {
+            "@odata.context": f"{base_url}/v1.0/$metadata#auditLogs/{source.name}",
+            "value": [self._logs.render(source.name, e) for e in page],
+        }
+        next_link = None
+        if more:
+            resumed = Cursor(
+                cursor.source, cursor.asof, cursor.ge, cursor.le, page[-1].ticks, cursor.top
+            )
+            next_link = self._next_link(request, source, resumed)
+        if self._faults.take("foreign_next_link"):
+            foreign = self._faults.snapshot().foreign_next_link_url.rstrip("/")
+            own = next_link or self._next_link(request, source, cursor)
+            next_link = foreign + own[len(base_url) :]
+        if next_link is not None:
+            body["@odata.nextLink"] = next_link
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._faults.take("malformed_pages"):
+            raw = raw[: max(1, len(raw) // 2)]
+        headers = {"Content-Type": _GRAPH_CONTENT_TYPE, "request-id": str(uuid.uuid4())}
+        if "client-request-id" in request.headers:
+            headers["client-request-id"] = request.headers["client-request-id"]
+        return Response(200, raw, headers)
+
+    def _next_link(self, request: Request, source: Source, cursor: Cursor) -> str:
+        query = parse_qs(urlsplit(request.target).query)
+        params: dict[str, str] = {
+            name: query[name][0] for name in ("$filter", "$top") if name in query
+        }
+        params["$skiptoken"] = encode_cursor(cursor)
+        return f"{self._base_url()}{source.path}?{urlencode(params, quote_via=quote, safe='$:')}"
