@@ -10,9 +10,11 @@ new kind plugs in with its own keys, checks and secrets without any change to ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,6 +30,7 @@ from exporter.yamlconf import (
     choice_key,
     int_key,
     join_key,
+    substitute,
     text_key,
 )
 
@@ -195,3 +198,19 @@ def test_a_sink_type_not_registered_is_refused_by_name() -> None:
         parse_config(document([GRAPH_SOURCE], [sink]), {}, COMPONENTS)
     assert error.value.key == "sinks[0].type"
     assert "expected one of syslog" in str(error.value)
+
+
+def test_the_readme_config_example_is_a_valid_config() -> None:
+    """README's example is what a newcomer copies: it must parse, every stream with it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("### Configuration", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    document = substitute(yaml.safe_load(example), "", {"GRAPH_CLIENT_SECRET": SECRET})
+    del document["ca_bundle"]  # both name files of the reader's machine
+    del document["sinks"][0]["ca_file"]
+    config = parse_config(document, {}, COMPONENTS)
+    streams = {s.name: s.settings.sign_in_event_types for s in config.sources}
+    assert streams["noninteractive"] == ("nonInteractiveUser",)
+    assert set(streams["workloads"]) == {"servicePrincipal", "managedIdentity"}
+    assert {s.settings.endpoint for s in config.sources if s.settings.sign_in_event_types} == {
+        "/beta/auditLogs/signIns"
+    }
