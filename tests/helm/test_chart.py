@@ -155,6 +155,8 @@ def test_lint_reports_an_unknown_key_so_the_schema_is_strict() -> None:
         {"tenants": [{"name": "Not_A_DNS_Label"}]},
         {"config": {"sinks": [{"host": "siem", "port": 514, "protocol": "smtp"}]}},
         {"mode": "sidecar", "tenants": [{"name": "a"}, {"name": "b"}]},
+        {"config": {"sources": [{"name": "s", "sign_in_event_types": ["interactive"]}]}},
+        {"config": {"sources": [{"name": "s"}]}},
     ],
     ids=[
         "tenant-key",
@@ -163,6 +165,8 @@ def test_lint_reports_an_unknown_key_so_the_schema_is_strict() -> None:
         "tenant-name",
         "protocol",
         "sidecar-two-tenants",
+        "sign-in-event-type",
+        "source-without-endpoint-or-types",
     ],
 )
 def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:
@@ -657,3 +661,21 @@ def test_helm_test_hook_checks_readyz_of_every_shard(chart: Any) -> None:
         )["metrics"]["listen"].rsplit(":", 1)[1]
         assert container["args"] == [f"http://{sts['metadata']['name']}-0.{service}:{port}/readyz"]
         assert sts["spec"]["serviceName"] == service
+
+
+def test_the_schema_knows_every_key_the_exporter_declares() -> None:
+    """The chart's schema is strict (unknown keys refused), so a key the exporter gains must
+    reach it too, or no chart user could set it; and it must not allow a key the exporter
+    would refuse."""
+    from exporter.components import COMPONENTS
+    from exporter.config import SCHEDULE_KEYS, SOURCE_NAME_KEYS
+
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    source_keys = set(SOURCE_NAME_KEYS.names) | set(SCHEDULE_KEYS.names) | {"api"}
+    for kind in COMPONENTS.sources.values():
+        source_keys |= set(kind.keys.names)
+    sink_keys = {"type", "name"}
+    for kind in COMPONENTS.sinks.values():
+        sink_keys |= set(kind.keys.names)
+    assert set(schema["definitions"]["source"]["properties"]) == source_keys
+    assert set(schema["definitions"]["sink"]["properties"]) == sink_keys
