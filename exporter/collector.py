@@ -292,7 +292,9 @@ class SourceLoop:
                 self._abandon(run, f"token request failed ({exc.reason})")
                 self.warnings.raise_if(name, "token", True, f"token request failed ({exc.reason})")
             except SourceError as exc:
-                self._abandon(run, str(exc), reason=exc.reason)
+                self._abandon(run, str(exc), reason=exc.reason, retry_after=exc.retry_after)
+                if exc.retry_after is not None:
+                    self.health.blocked(name, exc.reason)
             except StateError as exc:
                 self._abandon(run, str(exc))
         log.info("source loop stopped", extra=fields(source=name))
@@ -385,10 +387,12 @@ class SourceLoop:
             arrival_lag.observe(max(0.0, lag))
         tally.max_lag = max([tally.max_lag, *lags])
 
-    def _abandon(self, run: TierRun, error: str, reason: str = "other") -> None:
+    def _abandon(
+        self, run: TierRun, error: str, reason: str = "other", retry_after: float | None = None
+    ) -> None:
         """A run that failed for good: its tier retries later; nothing it did not finish counts."""
         self.active.pop(run.tier.name, None)
-        self.schedule.abandoned(run.tier.name, self.clock.now())
+        self.schedule.abandoned(run.tier.name, self.clock.now(), retry_after)
         log.warning(
             "query abandoned, the tier retries",
             extra=fields(source=self.source.name, tier=run.tier.name, reason=reason, error=error),

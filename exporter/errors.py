@@ -11,6 +11,9 @@ label value used in metrics, so an error can be counted without inventing new la
     ├── SourceError             a source could not deliver a page: the query is retried later
     │   └── GraphError          a Graph request failed for good after its retries
     │       ├── GraphHTTPError  a non-retryable HTTP status (reason: http_error)
+    │       │   ├── GraphAccessDenied  403: the app lacks a permission (reason: forbidden)
+    │       │   │                      or the tenant a licence (reason: unlicensed)
+    │       │   └── GraphBadRequest    400: Graph refused the query (reason: bad_request)
     │       ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
     │       ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
     │       └── GraphNetworkError   connection refused, reset, timed out (reason: network)
@@ -75,10 +78,12 @@ class SourceError(ExporterError):
     """A source could not deliver a page; the loop abandons the query and retries it later.
 
     Each source adapter raises its own subclass, so the loop handles every kind the same way
-    without naming any.
+    without naming any. ``retry_after`` (seconds), when set, is how long the source waits
+    before it asks again; None leaves it to the schedule's usual retry delay.
     """
 
     reason = "other"
+    retry_after: float | None = None
 
 
 class GraphError(SourceError):
@@ -94,6 +99,26 @@ class GraphHTTPError(GraphError):
         super().__init__(f"HTTP {status} {code}: {message}")
         self.status = status
         self.code = code
+
+
+class GraphAccessDenied(GraphHTTPError):
+    """A 403: the app registration lacks a permission, or the tenant the licence a log needs.
+
+    Retrying soon will not help, but an administrator may fix it at any time, so the source
+    retries slowly (``retry_after``) and its query window is kept for when it works again.
+    """
+
+    retry_after = 300.0
+
+    def __init__(self, status: int, code: str, message: str, *, unlicensed: bool) -> None:
+        super().__init__(status, code, message)
+        self.reason = "unlicensed" if unlicensed else "forbidden"
+
+
+class GraphBadRequest(GraphHTTPError):
+    """A 400: Graph refused the query (an unsupported filter, an endpoint's operators)."""
+
+    reason = "bad_request"
 
 
 class MalformedPageError(GraphError):
@@ -114,7 +139,15 @@ class GraphNetworkError(GraphError):
     reason = "network"
 
 
-API_ERROR_REASONS = ("malformed_page", "foreign_next_link", "http_error", "network")
+API_ERROR_REASONS = (
+    "malformed_page",
+    "foreign_next_link",
+    "http_error",
+    "network",
+    "forbidden",
+    "unlicensed",
+    "bad_request",
+)
 
 
 class SinkError(ExporterError):

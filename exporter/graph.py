@@ -23,7 +23,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -32,6 +32,8 @@ from exporter.clock import Clock
 from exporter.config import SourceConfig
 from exporter.errors import (
     ForeignNextLinkError,
+    GraphAccessDenied,
+    GraphBadRequest,
     GraphError,
     GraphHTTPError,
     GraphNetworkError,
@@ -242,15 +244,7 @@ class GraphClient:
                 code, message = graph_error_code(response.content)
                 failure = GraphHTTPError(response.status_code, code, message)
             else:
-                code, message = graph_error_code(response.content)
-                self.metrics.api_errors.labels(source, "http_error").inc()
-                log.error(
-                    "graph request refused",
-                    extra=fields(
-                        source=source, status=response.status_code, code=code, message=message
-                    ),
-                )
-                raise GraphHTTPError(response.status_code, code, message)
+                raise self._refused(response, url)
             failures += 1
             self.metrics.api_errors.labels(source, failure.reason).inc()
             log.warning(
@@ -261,6 +255,40 @@ class GraphClient:
                 raise failure
             if self.clock.sleep(backoff(failures - 1, rng=self.rng)):
                 raise Interrupted
+
+    def _refused(self, response: requests.Response, url: str) -> GraphHTTPError:
+        """A status retrying will not fix, logged once in words that say what to do.
+
+        A 403 names the permission or the licence the endpoint needs (an administrator can
+        grant it while the collector keeps retrying, slowly); a 400 names the query's
+        ``$filter``, which is what Graph refused; anything else keeps Graph's own words.
+        """
+        source, status = self.source.name, response.status_code
+        code, message = graph_error_code(response.content)
+        facts = self.settings.facts
+        error: GraphHTTPError
+        if status == 403:
+            unlicensed = "premium" in (code + message).lower() or "licen" in message.lower()
+            error = GraphAccessDenied(status, code, message, unlicensed=unlicensed)
+            todo = (
+                f"the tenant needs {facts.licence} for {self.settings.endpoint}"
+                if unlicensed
+                else f"grant the app registration {facts.permission} (application) "
+                "and admin consent"
+            )
+        elif status == 400:
+            error = GraphBadRequest(status, code, message)
+            clause = parse_qs(urlsplit(url).query).get("$filter", ["(none)"])[0]
+            todo = f"Graph refused the query's $filter: {clause}"
+        else:
+            error = GraphHTTPError(status, code, message)
+            todo = "see Graph's message"
+        self.metrics.api_errors.labels(source, error.reason).inc()
+        log.error(
+            f"graph refused source {source}: {todo}",
+            extra=fields(source=source, status=status, code=code, message=message),
+        )
+        return error
 
     def _send(self, url: str) -> tuple[requests.Response | None, float]:
         """One request after a budget slot, and the wait for it; None when the network failed."""

@@ -47,20 +47,70 @@ class Endpoint:
     time_field: str
     max_page_size: int
     budget_family: str
+    permission: str  # the application permission a 403 says is missing
+    licence: str  # what a tenant without the licence is told it needs
     after: str = "ge"  # the operator for "from", inclusive unless the endpoint lacks ge
     before: str = "le"  # the operator for "to"
 
 
+_REPORTS_LICENCE = "Microsoft Entra ID P1 or P2"
+_AUDIT_LOG = "AuditLog.Read.All"
 ENDPOINTS = (
-    Endpoint(SIGN_INS, "createdDateTime", 1000, IDENTITY_REPORTS),
-    Endpoint("/auditLogs/directoryAudits", "activityDateTime", 1000, IDENTITY_REPORTS),
-    Endpoint("/auditLogs/provisioning", "activityDateTime", 1000, IDENTITY_REPORTS, "gt", "lt"),
-    Endpoint("/identityProtection/riskDetections", "detectedDateTime", 500, IDENTITY_PROTECTION),
-    Endpoint("/identityProtection/riskyUsers", "riskLastUpdatedDateTime", 500, IDENTITY_PROTECTION),
-    Endpoint("/security/alerts_v2", "createdDateTime", 1000, SECURITY_ALERTS),
+    Endpoint(
+        SIGN_INS,
+        "createdDateTime",
+        1000,
+        IDENTITY_REPORTS,
+        f"{_AUDIT_LOG} and Directory.Read.All",
+        _REPORTS_LICENCE,
+    ),
+    Endpoint(
+        "/auditLogs/directoryAudits",
+        "activityDateTime",
+        1000,
+        IDENTITY_REPORTS,
+        _AUDIT_LOG,
+        _REPORTS_LICENCE,
+    ),
+    Endpoint(
+        "/auditLogs/provisioning",
+        "activityDateTime",
+        1000,
+        IDENTITY_REPORTS,
+        _AUDIT_LOG,
+        _REPORTS_LICENCE,
+        "gt",
+        "lt",
+    ),
+    Endpoint(
+        "/identityProtection/riskDetections",
+        "detectedDateTime",
+        500,
+        IDENTITY_PROTECTION,
+        "IdentityRiskEvent.Read.All",
+        "Microsoft Entra ID P2",
+    ),
+    Endpoint(
+        "/identityProtection/riskyUsers",
+        "riskLastUpdatedDateTime",
+        500,
+        IDENTITY_PROTECTION,
+        "IdentityRiskyUser.Read.All",
+        "Microsoft Entra ID P2",
+    ),
+    Endpoint(
+        "/security/alerts_v2",
+        "createdDateTime",
+        1000,
+        SECURITY_ALERTS,
+        "SecurityAlert.Read.All",
+        "a Microsoft Defender licence",
+    ),
 )
 # Any other path: the reports' facts, which is what Graph's audit logs have in common.
-OTHER_ENDPOINT = Endpoint("", "", 1000, IDENTITY_REPORTS)
+OTHER_ENDPOINT = Endpoint(
+    "", "", 1000, IDENTITY_REPORTS, "the permission its endpoint documents", _REPORTS_LICENCE
+)
 
 # A path only: a '?' or '#' would swallow the $filter the collector appends.
 _ENDPOINT = re.compile(r"^/[^?#\s\x00-\x1f\x7f]*\Z")

@@ -279,6 +279,7 @@ class Health:
     _heartbeat: dict[str, float] = field(default_factory=dict)
     _progress: dict[str, float] = field(default_factory=dict)
     _sinks_down: set[str] = field(default_factory=set)
+    _blocked: dict[str, str] = field(default_factory=dict)  # source -> why (a bounded reason)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def beat(self, source: str) -> None:
@@ -292,6 +293,13 @@ class Health:
             now = self.clock()
             self._heartbeat[source] = now
             self._progress[source] = now
+            self._blocked.pop(source, None)
+
+    def blocked(self, source: str, reason: str) -> None:
+        """Graph refused the source in a way only an administrator fixes (a 403): not ready
+        until a page arrives again, however recently it last progressed."""
+        with self._lock:
+            self._blocked[source] = reason
 
     def sink_state(self, sink: str, up: bool) -> None:
         with self._lock:
@@ -305,8 +313,11 @@ class Health:
         """Readiness: every source progressed within three intervals (at least 30 s), sinks up."""
         with self._lock:
             down = sorted(self._sinks_down)
+            blocked = sorted(self._blocked.items())
         if down:
             return False, f"sink down: {', '.join(down)}"
+        if blocked:
+            return False, "refused: " + ", ".join(f"{s} ({why})" for s, why in blocked)
         return self._check(self._progress, lambda interval: max(3 * interval, 30.0), "no progress")
 
     def _check(

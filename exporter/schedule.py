@@ -267,10 +267,14 @@ class QuerySchedule:
 
     # -- what finishing moves ------------------------------------------------------------
 
-    def abandoned(self, name: str, now: float) -> None:
-        """A query failed for good: its tier retries later; nothing it did not finish counts."""
+    def abandoned(self, name: str, now: float, retry_after: float | None = None) -> None:
+        """A query failed for good: its tier retries later; nothing it did not finish counts.
+
+        ``retry_after`` overrides the usual delay (a refused permission is asked for slowly).
+        """
         launch = self.active.pop(name)
-        self.not_before[name] = now + min(RUN_RETRY_DELAY, launch.tier.interval)
+        delay = min(RUN_RETRY_DELAY, launch.tier.interval) if retry_after is None else retry_after
+        self.not_before[name] = now + delay
         if launch.tier.is_rescan:  # the next rescan reaches back over what this one did not read
             self.rescan_starts[name] = launch.start + band_of(launch.tier).high
         if name == CATCH_UP and launch.end is not None:
