@@ -219,9 +219,10 @@ class QuerySchedule:
 
         Used for stretches the fresh tier did not cover in time (it ran late, failed, or the
         API held events back); without it they would wait for the sweep whose age covers
-        them. Bounded below by the oldest frontier, which eviction respects.
+        them. Bounded below by the oldest frontier, which eviction respects (every plan has
+        the deepest sweep, so there is one).
         """
-        start = max(start, min(self.frontiers.values(), default=start))
+        start = max(start, min(self.frontiers.values()))
         if end - start <= GAP_TOLERANCE:
             return
         if self.catch_up is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -196,3 +197,33 @@ def test_commits_are_synced_so_a_power_loss_repeats_at_most_the_page_in_flight(
     ledger = Ledger(tmp_path / "state.db")
     assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2
     ledger.close()
+
+
+def test_a_ledger_with_a_broken_b_tree_is_refused_at_start_and_left_untouched(
+    tmp_path: Path,
+) -> None:
+    """A file that still opens but whose pages are damaged could answer "never delivered"
+    for events that were: the start-up check refuses it before anything is written."""
+    path = tmp_path / "state.db"
+    ledger = Ledger(path)
+    ledger.record("signins", [(uuid.UUID(int=n + 1).bytes, float(n)) for n in range(5000)], 0.0)
+    ledger.close()
+    damaged = bytearray(path.read_bytes())
+    page = 4096  # SQLite's default page size; page 21 is one of the table's leaves
+    damaged[20 * page + 200 : 20 * page + 264] = b"\xff" * 64  # its cell pointers
+    path.write_bytes(damaged)
+    with pytest.raises(StateError, match=r"unreadable .*integrity check failed"):
+        Ledger(path)
+    assert path.read_bytes() == damaged
+
+
+def test_a_ledger_of_another_layout_is_refused_rather_than_misread(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=1")  # what an older exporter would have written
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="layout version 1"):
+        Ledger(path)
+    assert path.read_bytes() == before

@@ -263,3 +263,19 @@ def test_next_links_are_followed_on_graph_and_refused_anywhere_else() -> None:
     assert [url for _, url, _ in session.calls][1] == second
     assert len(session.calls) == 2, "a request went to the foreign host"
     assert count(registry, "api_errors", source="signins", reason="foreign_next_link") == 1
+
+
+def test_every_request_asks_for_json_the_only_body_the_client_reads() -> None:
+    """Header names and media types are case-insensitive; what is asked for is JSON."""
+    clock = ManualClock(START)
+    sent: list[dict[str, str]] = []
+
+    class RecordingSession(ScriptedSession):
+        def get(self, url: str, **kwargs: Any) -> requests.Response:
+            sent.append({k.lower(): v.lower() for k, v in kwargs["headers"].items()})
+            return super().get(url, **kwargs)
+
+    session = RecordingSession(clock, answer(429, b"{}", **{"Retry-After": "1"}), answer(200, PAGE))
+    client, _, _ = client_for(session, clock)
+    first(client.pages(START - 120.0))
+    assert [headers.get("accept") for headers in sent] == ["application/json"] * 2

@@ -8,13 +8,14 @@ a query that may still return events, and the pick respects who yields to whom.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.rescan import band_of, plan_rescans
-from exporter.schedule import CATCH_UP, FRONTIER_PREFIX, QuerySchedule
+from exporter.schedule import CATCH_UP, FRONTIER_PREFIX, GAP_TOLERANCE, QuerySchedule
 from exporter.window import FRESH, SourcePolicy, plan_tiers
 
 START = 1_800_000_000.0
@@ -187,3 +188,73 @@ def test_a_failed_query_is_retried_after_the_retry_delay_and_not_before() -> Non
     schedule.abandoned(FRESH, failed)
     assert FRESH not in {launch.tier.name for launch in schedule.launches(retry - 0.1)}
     assert FRESH in {launch.tier.name for launch in schedule.launches(retry)}
+
+
+def settle(schedule: QuerySchedule, now: float) -> None:
+    """What the loop does at ``now`` until nothing runs: launch what is due, read it at once."""
+    while launched := schedule.launches(now):
+        for launch in launched:
+            schedule.completed(launch.tier.name, now - 5.0 if launch.tier.is_fresh else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([1e-4, 0.05, 1.0, 20.0]),
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=1800.0),  # idle time before the next launches
+            st.floats(min_value=0.0, max_value=600.0),  # how long the queries then run
+            st.lists(st.booleans(), min_size=8, max_size=8),  # which of them fail for good
+            st.booleans(),  # the fresh query sees nothing new (an incident)
+            st.floats(min_value=0.0, max_value=1.0),  # where in the sleep to look
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_the_loop_sleeping_until_next_due_neither_misses_a_query_nor_wakes_for_nothing(
+    rate: float, world: list[tuple[float, float, list[bool], bool, float]]
+) -> None:
+    """While nothing runs the loop sleeps until ``next_due``: no query may fall due before
+    then (it would start late), and one must at that moment (else the loop spins awake)."""
+    schedule = schedule_for(rate)
+    now, newest = START, START - 30.0
+    for idle, running, failures, dark, look in world:
+        now += idle
+        schedule.launches(now)
+        now += running
+        for name, fails in zip(sorted(schedule.active), failures, strict=False):
+            if fails:
+                schedule.abandoned(name, now)
+            else:
+                fresh = schedule.active[name].tier.is_fresh
+                if fresh and not dark:
+                    newest = schedule.active[name].asof - 5.0
+                schedule.completed(name, newest if fresh else None)
+        for name in list(schedule.active):  # beyond the eight drawn: completed
+            schedule.completed(name)
+        settle(schedule, now)
+        due = schedule.next_due(now)
+        woken = copy.deepcopy(schedule).launches(max(due, now) + 1e-3)
+        assert woken, "the loop wakes and nothing is due"
+        for launch in woken:
+            if launch.tier.name == CATCH_UP:
+                assert launch.end is not None
+                assert launch.end - launch.start > GAP_TOLERANCE, "a catch-up not worth a query"
+        if due - 1e-3 > now:
+            asleep = now + look * (due - 1e-3 - now)
+            assert not copy.deepcopy(schedule).launches(asleep), "a query fell due in the sleep"
+
+
+def test_a_query_under_way_keeps_the_ledger_from_forgetting_below_its_start() -> None:
+    """A rescan launched before the deepest sweep moves its frontier on still reads from
+    below the new frontier; until it completes the ledger must keep what it may return."""
+    schedule = schedule_for(1.0)
+    launched = {launch.tier.name: launch for launch in schedule.launches(START)}
+    deep_band = schedule.rescans[-1].name
+    rescan = launched[deep_band]
+    for name in list(schedule.active):
+        if name != deep_band:
+            schedule.completed(name)
+    assert rescan.start < min(schedule.frontiers.values()) - 600.0, "the frontier moved past it"
+    assert schedule.eviction_horizon() <= rescan.start
