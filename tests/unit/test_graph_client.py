@@ -219,7 +219,7 @@ def test_a_403_fails_at_once() -> None:
         first(client.pages(START - 60))
     assert (failed.value.status, failed.value.code) == (403, "Authorization_RequestDenied")
     assert len(session.calls) == 1
-    assert count(registry, "api_errors", source="signins", reason="http_error") == 1
+    assert count(registry, "api_errors", source="signins", reason="forbidden") == 1
 
 
 def test_server_errors_and_network_failures_are_retried_up_to_the_attempt_limit() -> None:
