@@ -258,3 +258,22 @@ def test_a_query_under_way_keeps_the_ledger_from_forgetting_below_its_start() ->
             schedule.completed(name)
     assert rescan.start < min(schedule.frontiers.values()) - 600.0, "the frontier moved past it"
     assert schedule.eviction_horizon() <= rescan.start
+
+
+def test_a_rescan_goes_when_it_leads_on_credit_and_no_fresh_or_catch_up_query_waits() -> None:
+    """Rescans spend the spare budget: they must get their turns, not only yield them."""
+    schedule = schedule_for(1.0)
+    assert len(schedule.rescans) >= 2
+    early, late = schedule.rescans[0], schedule.rescans[-1]
+    sweep = next(t for t in schedule.tiers if not t.is_fresh)
+    now = START + 3600.0
+    schedule._launch(late, now - late.age - 600.0, now - late.age, now, {})
+    assert schedule.pick(now) == late.name, "a rescan alone must be picked"
+    schedule._launch(sweep, now - sweep.age - 600.0, now - sweep.age, now, {})
+    schedule._launch(early, now - early.age - 600.0, now - early.age, now, {})
+    schedule.credits.update({sweep.name: 1.0, early.name: 5.0, late.name: 9.0})
+    due = {r.name: schedule.active[r.name].asof + r.interval for r in (early, late)}
+    first = min(due, key=due.__getitem__)
+    assert schedule.pick(now) == first, "the rescan due first goes, ahead of the sweep"
+    schedule._launch(schedule.tiers[0], now - schedule.tiers[0].age, None, now, {})
+    assert not schedule.active[schedule.pick(now)].tier.is_rescan, "the fresh query goes first"
