@@ -4,7 +4,7 @@ Ours sizes its fresh window from the arrival lags it measures and spreads the sp
 over bands of age by the late events it has found (:mod:`exporter.rescan`). Given the
 profile's true lateness instead (read off the events themselves), the same square-root
 allocation on the same budget, page size and config is the best a collector of this design
-can do: an event ``L`` late then waits at most :func:`exporter.window.longest_wait` of that
+can do: an event ``L`` late then waits at most :func:`exporter.tiers.longest_wait` of that
 schedule, uniformly distributed below it (it becomes visible at a random point of the period
 of the tier that finds it). ``ours/best`` in the tables compares the measured latencies with
 these.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from bench.model import Events
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.rescan import Band, plan_rescans
-from exporter.window import FRESH_QUANTILE, SourcePolicy, Tier, longest_wait, plan_tiers
+from exporter.tiers import FRESH_QUANTILE, SourcePolicy, Tier, longest_wait, plan_tiers
 
 SAMPLE = 200_000
 

@@ -2,7 +2,7 @@
 
 One :class:`SourceLoop` per configured source, each in its own thread, all sharing the token
 provider, the request budget, the ledger and the sinks. Within a source, the tiers of
-:mod:`exporter.window` (a frequent fresh query and rarer deep sweeps) and the rescans of
+:mod:`exporter.tiers` (a frequent fresh query and rarer deep sweeps) and the rescans of
 :mod:`exporter.rescan` run interleaved page by page, in the order :mod:`exporter.schedule`
 decides, each getting at least its planned share of the budget. Per page, new events go to
 every sink and only then into the ledger; a shutdown lets the page in flight finish (sent
@@ -39,7 +39,7 @@ from exporter.schedule import (
     Launch,
     QuerySchedule,
 )
-from exporter.window import (
+from exporter.tiers import (
     FRESH_QUANTILE,
     LAG_HALF_LIFE,
     LagHistogram,

@@ -7,7 +7,7 @@ in flight, never lose it. Commits run with ``synchronous=FULL``: under WAL, ``NO
 roll back the last commits after a power loss, which would repeat more than one page; the
 extra fsync costs about 2 ms per page (``python -m bench.commit_bench``), at most one page
 per two seconds under Graph's budget. Entries are evicted only once their event time lies
-before any window a future query can reach (:func:`exporter.window.eviction_horizon`), so
+before any window a future query can reach (:func:`exporter.tiers.eviction_horizon`), so
 suppression is exact.
 
 The table is ordered by (source, event time, key). A page of events covers a narrow stretch

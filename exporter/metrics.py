@@ -26,7 +26,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from exporter import __version__
 from exporter.config import SourceConfig
 from exporter.errors import API_ERROR_REASONS, TOKEN_FAILURE_REASONS
-from exporter.window import Tier
+from exporter.tiers import Tier
 
 PREFIX = "siem_exporter"
 ARRIVAL_LAG_BUCKETS = (

@@ -1,6 +1,6 @@
 """Rescans: the spare request budget, spent re-reading the ages where late events turn up.
 
-The guarantee sweeps of :mod:`exporter.window` ask for each stretch of event time once, at
+The guarantee sweeps of :mod:`exporter.tiers` ask for each stretch of event time once, at
 fixed ages, so an event that becomes visible an hour late waits for the sweep whose age is
 above an hour. The budget left after the fresh tier and the sweeps is lost if unspent (it
 is a rate: a request not made in a 10-second window is gone), so it goes to *rescans*:
@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from exporter.window import MIN_RATE, RESCAN_PREFIX, Tier, pages_for
+from exporter.tiers import MIN_RATE, RESCAN_PREFIX, Tier, pages_for
 
 BAND_RATIO = 2.0
 MAX_BANDS = 12

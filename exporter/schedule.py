@@ -1,6 +1,6 @@
 """Which query of a source runs when, and what a finished one moves: pure, on a given ``now``.
 
-A source runs several kinds of query (the tiers of :mod:`exporter.window`: the fresh
+A source runs several kinds of query (the tiers of :mod:`exporter.tiers`: the fresh
 query, the guarantee sweeps, the deepest sweep; the rescans of spare budget of
 :mod:`exporter.rescan`; one-off catch-ups of stretches the fresh query left uncovered).
 Each kind falls due by its own rule, at most one query per tier is under way, and the loop
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.rescan import band_of
-from exporter.window import DEEPEST, FRESH, Tier, eviction_horizon, sweep_behind, sweep_due
+from exporter.tiers import DEEPEST, FRESH, Tier, eviction_horizon, sweep_behind, sweep_due
 
 CHECKPOINT_LAST_COMPLETE = "last_complete"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"

@@ -16,7 +16,7 @@ from exporter.rescan import (
     plan_rescans,
     rescan_spend,
 )
-from exporter.window import LAG_BUCKETS, LagHistogram, SourcePolicy, late_event_waits, plan_tiers
+from exporter.tiers import LAG_BUCKETS, LagHistogram, SourcePolicy, late_event_waits, plan_tiers
 
 ages = st.floats(min_value=60, max_value=3 * 86400)
 rates = st.floats(min_value=0, max_value=200)  # events/s: up to 17M a day

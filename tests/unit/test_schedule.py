@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exporter.rescan import band_of, plan_rescans
 from exporter.schedule import CATCH_UP, FRONTIER_PREFIX, GAP_TOLERANCE, QuerySchedule
-from exporter.window import FRESH, SourcePolicy, plan_tiers
+from exporter.tiers import FRESH, SourcePolicy, plan_tiers
 
 START = 1_800_000_000.0
 POLICY = SourcePolicy(poll_interval=60.0, lookback=120.0, max_lookback=6 * 3600.0, page_size=100)

@@ -30,7 +30,7 @@ from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Page
-from exporter.window import DEEPEST, late_event_waits
+from exporter.tiers import DEEPEST, late_event_waits
 
 HOUR = 3600.0
 START = 1_800_000_000.0

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.rescan import plan_rescans
-from exporter.window import (
+from exporter.tiers import (
     DEEPEST,
     FIRST_SWEEP_AGE,
     FRESH,
