@@ -102,7 +102,7 @@ class AuditLogs:
         """The events a cursor's next page serves, plus one more if there is a next page,
         each with the rank (index in `names`) of its stream.
 
-        Streams are merged newest first, equal ticks in rank order; each stream resumes
+        Streams are merged newest first, equal ticks the higher rank first; each resumes
         below the cursor's (ticks, rank) position, so a page boundary between two events
         of one tick neither skips nor repeats either. One stream needs no merge.
         """

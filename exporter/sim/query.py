@@ -54,8 +54,8 @@ class Cursor:
 
     `before` is the tick of the last event already served (None on the first page); event
     times are unique within a stream, so "strictly older than it" resumes exactly, at
-    O(page) cost. A query over several `streams` serves them merged, newest first and
-    streams of equal ticks in their order; ticks may repeat across streams, so the position
+    O(page) cost. A query over several `streams` serves them merged, newest first and at
+    equal ticks the later stream first; ticks may repeat across streams, so the position
     is (`before`, `rank`), the rank being the index in `streams` of the last event's stream.
     A single-stream cursor leaves both None, and its token is what it was before merging.
     """

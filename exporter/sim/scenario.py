@@ -16,7 +16,7 @@ class Scenario:
     silent unless given a rate (Microsoft puts non-interactive and service principal
     sign-ins at 5-10 times the interactive volume); `history` seconds of events exist before the
     tenant starts; lateness is a mixture of log-uniform bands capped at `max_lateness`;
-    the Graph budget is `budget_requests` per sliding `budget_seconds` across both sources.
+    the Graph budget is `budget_requests` per sliding `budget_seconds` across every collection.
     `tenant_scale_signins` serves sign-ins of about 11.5 KB, as a real tenant's are
     (:func:`exporter.sim.objects.tenant_scale_signin`), instead of bare 2 KB ones.
     """
