@@ -4,9 +4,10 @@ injected into them, incidents and the freeze, and the ground truth they add up t
 from __future__ import annotations
 
 import functools
+import heapq
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
 from exporter.sim import objects
@@ -97,16 +98,25 @@ class AuditLogs:
                     timeline.freeze(self._frozen_at)
             return self._frozen_at
 
-    def page(self, name: str, cursor: Cursor) -> list[Event]:
-        """The events a cursor's next page serves, plus one more if there is a next page."""
-        timeline = self._timelines[name]
+    def page(self, names: Sequence[str], cursor: Cursor) -> list[tuple[int, Event]]:
+        """The events a cursor's next page serves, plus one more if there is a next page,
+        each with the rank (index in `names`) of its stream.
+
+        Streams are merged newest first, equal ticks the higher rank first; each resumes
+        below the cursor's (ticks, rank) position, so a page boundary between two events
+        of one tick neither skips nor repeats either. One stream needs no merge.
+        """
         with self._lock:
-            return list(
-                islice(
-                    timeline.iter_visible_ticks(cursor.asof, cursor.ge, cursor.upper()),
-                    cursor.top + 1,
-                )
-            )
+            streams = [self._stream(rank, name, cursor) for rank, name in enumerate(names)]
+            merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, reverse=True)
+            return [(rank, event) for _, rank, event in islice(merged, cursor.top + 1)]
+
+    def _stream(self, rank: int, name: str, cursor: Cursor) -> Iterator[tuple[int, int, Event]]:
+        """One stream's visible events under the cursor as (ticks, rank, event), newest first."""
+        events = self._timelines[name].iter_visible_ticks(
+            cursor.asof, cursor.ge, cursor.upper(rank)
+        )
+        return ((event.ticks, rank, event) for event in events)
 
     def render(self, name: str, event: Event) -> JsonObject:
         """The Graph object served for an event: the injected one, else a generated one."""

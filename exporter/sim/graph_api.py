@@ -1,8 +1,10 @@
 """The Graph audit-log API of the simulated tenant: bearer-token checks, the request budget
-and its 429s, injected faults, query validation, and pages with their next links."""
+and its 429s, injected faults, query validation, and pages with their next links, of one
+stream (v1.0) or of the sign-in streams a beta query selects, merged."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import json
@@ -22,7 +24,7 @@ from exporter.sim.query import (
     parse_filter,
     parse_top,
 )
-from exporter.sim.sources import JsonObject, Source
+from exporter.sim.sources import Collection, JsonObject
 from exporter.sim.state import TokenStore
 from exporter.sim.throttle import Throttle
 
@@ -34,7 +36,7 @@ _TOKEN_PROBLEMS = {
 
 
 class GraphApi:
-    """Serves `GET` on the audit-log collections as Graph v1.0 does, errors included.
+    """Serves `GET` on the audit-log collections as Graph v1.0 and beta do, errors included.
 
     Every error carries Graph's envelope (`error.code`, `innerError` with request ids),
     because the collector reads those fields.
@@ -97,7 +99,9 @@ class GraphApi:
             return str(max(math.ceil(wait), 1))
         return f"{max(math.ceil(wait * 1000) / 1000, 0.001):.3f}"
 
-    def serve(self, request: Request, source: Source, query: dict[str, list[str]]) -> Response:
+    def serve(
+        self, request: Request, collection: Collection, query: dict[str, list[str]]
+    ) -> Response:
         """Authenticate, then spend budget, then inject faults, then validate and serve.
 
         The order matters to the collector: a 401 or a 429 costs no budget; a 400, a
@@ -112,10 +116,10 @@ class GraphApi:
                 problem,
                 {"WWW-Authenticate": f'Bearer realm="", authorization_uri="{self._authority()}"'},
             )
-        self._throttle.note_arrival(source.path)
+        self._throttle.note_arrival(collection.path)
         wait = self._throttle.take()
         if wait is not None:
-            self._throttle.hold(wait, source.path)
+            self._throttle.hold(wait, collection.path)
             return self.error(
                 request,
                 429,
@@ -128,10 +132,10 @@ class GraphApi:
         if fault is not None:
             return fault
         try:
-            cursor = self._cursor(source, query)
+            cursor = self._cursor(collection, query)
         except QueryError as exc:
             return self.error(request, 400, "BadRequest", str(exc))
-        return self._page(request, source, cursor)
+        return self._page(request, collection, cursor)
 
     def _injected_failure(self, request: Request) -> Response | None:
         if self._faults.take("graph_503"):
@@ -150,37 +154,48 @@ class GraphApi:
             )
         return None
 
-    def _cursor(self, source: Source, query: dict[str, list[str]]) -> Cursor:
+    def _cursor(self, collection: Collection, query: dict[str, list[str]]) -> Cursor:
+        """The cursor of the first page, or the one a `$skiptoken` carries.
+
+        A query that selects types gets a merged cursor naming their streams (in the
+        collection's order, which ranks equal ticks); one without reads the default.
+        """
         unknown = set(query) - {"$filter", "$top", "$skiptoken"}
         if unknown:
             raise QueryError(f"Query option(s) not supported: {', '.join(sorted(unknown))}")
         if any(len(values) > 1 for values in query.values()):
             raise QueryError("Query options must not be repeated.")
         first = {name: values[0] for name, values in query.items()}
-        bounds = parse_filter(first.get("$filter"), source.time_field)
+        bounds = parse_filter(first.get("$filter"), collection.time_field, collection.event_types)
         top = parse_top(first.get("$top"))
         token = first.get("$skiptoken")
         if token is not None:
-            return decode_cursor(token, source.name)
-        return Cursor(source.name, self._clock(), bounds.ge, bounds.le, None, top)
+            return decode_cursor(token, collection.name, collection.event_types.values())
+        streams = None
+        if bounds.types is not None:
+            streams = tuple(s for t, s in collection.event_types.items() if t in bounds.types)
+        return Cursor(collection.name, self._clock(), bounds.ge, bounds.le, None, top, streams)
 
-    def _page(self, request: Request, source: Source, cursor: Cursor) -> Response:
-        events = self._logs.page(source.name, cursor)
+    def _page(self, request: Request, collection: Collection, cursor: Cursor) -> Response:
+        names = cursor.streams or collection.default
+        events = self._logs.page(names, cursor)
         page, more = events[: cursor.top], len(events) > cursor.top
         base_url = self._base_url()
         body: JsonObject = {
-            "@odata.context": f"{base_url}/v1.0/$metadata#auditLogs/{source.name}",
-            "value": [self._logs.render(source.name, e) for e in page],
+            "@odata.context": f"{base_url}/{collection.version}/$metadata#auditLogs/"
+            f"{collection.resource}",
+            "value": [self._logs.render(names[rank], e) for rank, e in page],
         }
         next_link = None
         if more:
-            resumed = Cursor(
-                cursor.source, cursor.asof, cursor.ge, cursor.le, page[-1].ticks, cursor.top
+            rank, last = page[-1]
+            resumed = dataclasses.replace(
+                cursor, before=last.ticks, rank=None if cursor.streams is None else rank
             )
-            next_link = self._next_link(request, source, resumed)
+            next_link = self._next_link(request, collection, resumed)
         if self._faults.take("foreign_next_link"):
             foreign = self._faults.snapshot().foreign_next_link_url.rstrip("/")
-            own = next_link or self._next_link(request, source, cursor)
+            own = next_link or self._next_link(request, collection, cursor)
             next_link = foreign + own[len(base_url) :]
         if next_link is not None:
             body["@odata.nextLink"] = next_link
@@ -192,10 +207,12 @@ class GraphApi:
             headers["client-request-id"] = request.headers["client-request-id"]
         return Response(200, raw, headers)
 
-    def _next_link(self, request: Request, source: Source, cursor: Cursor) -> str:
+    def _next_link(self, request: Request, collection: Collection, cursor: Cursor) -> str:
         query = parse_qs(urlsplit(request.target).query)
         params: dict[str, str] = {
             name: query[name][0] for name in ("$filter", "$top") if name in query
         }
         params["$skiptoken"] = encode_cursor(cursor)
-        return f"{self._base_url()}{source.path}?{urlencode(params, quote_via=quote, safe='$:')}"
+        return (
+            f"{self._base_url()}{collection.path}?{urlencode(params, quote_via=quote, safe='$:')}"
+        )

@@ -130,7 +130,8 @@ def _user(seed: int, rng: random.Random) -> JsonObject:
     }
 
 
-def _ip(rng: random.Random) -> str:
+def ip_address(rng: random.Random) -> str:
+    """A client address from the documentation ranges, a fifth of them IPv6."""
     if rng.random() < 0.2:
         return f"2001:db8:{rng.randrange(65536):x}::{rng.randrange(1, 65536):x}"
     return f"203.0.113.{rng.randrange(1, 255)}"
@@ -138,7 +139,16 @@ def _ip(rng: random.Random) -> str:
 
 def signin(seed: int, seq: int, ticks: int) -> JsonObject:
     """A v1.0 `signIn` resource with every documented property."""
-    rng = random.Random(f"{seed}:signIns:{seq}")
+    return user_signin(seed, "signIns", seq, ticks)
+
+
+def user_signin(seed: int, stream: str, seq: int, ticks: int) -> JsonObject:
+    """A user's sign-in of `stream`, drawn from its own seeded rng so streams differ.
+
+    `signIns` (the interactive ones) is what v1.0 serves; the non-interactive stream of
+    :mod:`exporter.sim.beta_signins` starts from the same shape.
+    """
+    rng = random.Random(f"{seed}:{stream}:{seq}")
     user = _user(seed, rng)
     app_name, app_id = rng.choice(_APPS)
     browser, os_name, trust, compliant, managed = rng.choice(_DEVICES)
@@ -157,16 +167,16 @@ def signin(seed: int, seq: int, ticks: int) -> JsonObject:
     ]
     risk = rng.choices(("none", "low", "medium", "hidden"), weights=(85, 8, 3, 4))[0]
     return {
-        "id": signin_id(seed, seq),
+        "id": stable_guid(seed, stream, seq),
         "createdDateTime": iso_from_ticks(ticks),
         "userDisplayName": user["displayName"],
         "userPrincipalName": user["userPrincipalName"],
         "userId": user["id"],
         "appId": app_id,
         "appDisplayName": app_name,
-        "ipAddress": _ip(rng),
+        "ipAddress": ip_address(rng),
         "clientAppUsed": rng.choice(("Browser", "Mobile Apps and Desktop clients")),
-        "correlationId": stable_guid(seed, "signIns-correlation", seq),
+        "correlationId": stable_guid(seed, f"{stream}-correlation", seq),
         "conditionalAccessStatus": "failure"
         if error_code == 53003
         else rng.choice(("success", "notApplied")),
@@ -223,7 +233,12 @@ def _initiator(seed: int, rng: random.Random) -> JsonObject:
             },
             "user": None,
         }
-    user = {**_user(seed, rng), "ipAddress": _ip(rng), "userType": None, "homeTenantId": None}
+    user = {
+        **_user(seed, rng),
+        "ipAddress": ip_address(rng),
+        "userType": None,
+        "homeTenantId": None,
+    }
     if rng.random() < 0.1:
         return {"user": user}
     return {"app": None, "user": user}

@@ -1,8 +1,9 @@
 """Pure parsing of the Graph query options the simulator accepts, and its page cursor.
 
 Only what the collector is meant to send is accepted (`<field> ge <ISO>` optionally
-`and <field> le <ISO>`, `$top` 1..1000, the `$skiptoken` it was given); anything else is
-a `QueryError`, answered as Graph's 400, so a collector bug shows up as a failing request
+`and <field> le <ISO>`, on beta sign-ins optionally `and signInEventTypes/any(t: t eq
+'<type>' or ...)`, `$top` 1..1000, the `$skiptoken` it was given); anything else is a
+`QueryError`, answered as Graph's 400, so a collector bug shows up as a failing request
 rather than as silently different results.
 """
 
@@ -11,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import dataclasses
 import datetime as dt
 import json
 import math
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -24,7 +27,9 @@ MAX_TOP = 1000
 
 _ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z"
 _FILTER = re.compile(
-    rf"(?P<f1>\w+) ge (?P<ge>{_ISO})(?: and (?P<f2>\w+) le (?P<le>{_ISO}))?", re.ASCII
+    rf"(?P<f1>\w+) ge (?P<ge>{_ISO})(?: and (?P<f2>\w+) le (?P<le>{_ISO}))?"
+    r"(?: and signInEventTypes/any\((?P<var>\w+): (?P<types>[^()]*)\))?",
+    re.ASCII,
 )
 _ISO_PARTS = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z", re.ASCII)
 
@@ -35,10 +40,12 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class Bounds:
-    """An event-time range in ticks; None means unbounded on that side."""
+    """An event-time range in ticks (None: unbounded on that side), and the sign-in event
+    types a `signInEventTypes/any(...)` clause selects (None: the query had none)."""
 
     ge: int | None
     le: int | None
+    types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,11 @@ class Cursor:
     """State of a paged query, fixed at its first page (`asof`), resumed before `before`.
 
     `before` is the tick of the last event already served (None on the first page); event
-    times are unique, so "strictly older than it" resumes exactly, at O(page) cost.
+    times are unique within a stream, so "strictly older than it" resumes exactly, at
+    O(page) cost. A query over several `streams` serves them merged, newest first and at
+    equal ticks the later stream first; ticks may repeat across streams, so the position
+    is (`before`, `rank`), the rank being the index in `streams` of the last event's stream.
+    A single-stream cursor leaves both None, and its token is what it was before merging.
     """
 
     source: str
@@ -55,12 +66,18 @@ class Cursor:
     le: int | None
     before: int | None
     top: int
+    streams: tuple[str, ...] | None = None
+    rank: int | None = None
 
-    def upper(self) -> int | None:
-        """The inclusive upper tick bound of the events still to serve."""
+    def upper(self, rank: int = 0) -> int | None:
+        """The inclusive upper tick bound of what the stream of `rank` still has to serve.
+
+        A stream ordered before the last one served at its tick still owes that tick.
+        """
         if self.before is None:
             return self.le
-        return self.before - 1 if self.le is None else min(self.le, self.before - 1)
+        last = self.before if rank < (self.rank or 0) else self.before - 1
+        return last if self.le is None else min(self.le, last)
 
 
 def iso_to_fraction(text: str) -> Fraction:
@@ -78,15 +95,24 @@ def iso_to_fraction(text: str) -> Fraction:
     return whole + (Fraction(int(digits), 10 ** len(digits)) if digits else Fraction(0))
 
 
-def parse_filter(text: str | None, time_field: str) -> Bounds:
-    """Turn `$filter` into tick bounds: `ge` rounds up and `le` rounds down, exactly."""
+def parse_filter(text: str | None, time_field: str, event_types: Collection[str] = ()) -> Bounds:
+    """Turn `$filter` into tick bounds: `ge` rounds up and `le` rounds down, exactly.
+
+    A `signInEventTypes/any(...)` clause is accepted where `event_types` names what it
+    may select (the beta sign-ins), and nowhere else.
+    """
     if text is None:
         return Bounds(None, None)
     match = _FILTER.fullmatch(text)
-    if match is None:
+    if match is None or (match["types"] is not None and not event_types):
+        types_clause = (
+            " and optionally 'and signInEventTypes/any(t: t eq '<type>' or ...)'"
+            if event_types
+            else ""
+        )
         raise QueryError(
             f"Invalid filter clause: expected '{time_field} ge <DateTimeOffset>' optionally "
-            f"followed by 'and {time_field} le <DateTimeOffset>', got '{text}'"
+            f"followed by 'and {time_field} le <DateTimeOffset>'{types_clause}, got '{text}'"
         )
     for field in (match["f1"], match["f2"]):
         if field is not None and field != time_field:
@@ -95,7 +121,30 @@ def parse_filter(text: str | None, time_field: str) -> Bounds:
     le = (
         None if match["le"] is None else math.floor(iso_to_fraction(match["le"]) * TICKS_PER_SECOND)
     )
-    return Bounds(ge, le)
+    types = (
+        None if match["types"] is None else _event_types(match["var"], match["types"], event_types)
+    )
+    return Bounds(ge, le, types)
+
+
+def _event_types(var: str, text: str, known: Collection[str]) -> frozenset[str]:
+    """The types of `t eq 'a' or t eq 'b'` (the lambda's variable is `var`), all known."""
+    term = re.compile(rf"{re.escape(var)} eq '(\w+)'", re.ASCII)
+    types = set()
+    for part in text.split(" or "):
+        match = term.fullmatch(part)
+        if match is None:
+            raise QueryError(
+                f"Invalid filter clause: expected '{var} eq '<type>'' joined by ' or ' inside "
+                f"signInEventTypes/any(), got '{part}'"
+            )
+        if match[1] not in known:
+            raise QueryError(
+                f"Invalid filter clause: '{match[1]}' is not a signInEventType "
+                f"(one of {', '.join(known)})"
+            )
+        types.add(match[1])
+    return frozenset(types)
 
 
 def parse_top(text: str | None) -> int:
@@ -109,24 +158,40 @@ def parse_top(text: str | None) -> int:
     return int(text)
 
 
+_MERGE_FIELDS = ("streams", "rank")
+
+
 def encode_cursor(cursor: Cursor) -> str:
-    """An opaque `$skiptoken`: urlsafe base64 of the cursor's JSON."""
-    raw = json.dumps(asdict(cursor), separators=(",", ":")).encode()
+    """An opaque `$skiptoken`: urlsafe base64 of the cursor's JSON (merge fields if set)."""
+    fields = {k: v for k, v in asdict(cursor).items() if v is not None or k not in _MERGE_FIELDS}
+    raw = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str, source: str) -> Cursor:
-    """Read back a `$skiptoken`; tokens that were not ours or belong elsewhere are a 400."""
+def decode_cursor(token: str, source: str, streams: Collection[str] = ()) -> Cursor:
+    """Read back a `$skiptoken`; tokens that were not ours or belong elsewhere are a 400.
+
+    A merged cursor may name only `streams`, the sources of its collection.
+    """
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         cursor = Cursor(**json.loads(raw))
     except (binascii.Error, ValueError, TypeError) as exc:
         raise QueryError("The $skiptoken is invalid.") from exc
-    optional = (cursor.ge, cursor.le, cursor.before)
+    optional = (cursor.ge, cursor.le, cursor.before, cursor.rank)
     ints = (cursor.top, *(b for b in optional if b is not None))
     valid = all(type(v) is int for v in ints) and type(cursor.asof) in (int, float)
+    if cursor.streams is not None:
+        named = cursor.streams
+        valid = valid and isinstance(named, list) and 0 < len(named) == len(set(named))
+        valid = valid and all(isinstance(n, str) and n in streams for n in named)
+        valid = valid and 0 <= (cursor.rank or 0) < len(named)
+    elif cursor.rank is not None:
+        valid = False
     if not valid or not 1 <= cursor.top <= MAX_TOP:
         raise QueryError("The $skiptoken is invalid.")
     if cursor.source != source:
         raise QueryError("The $skiptoken belongs to a different resource.")
-    return cursor
+    if cursor.streams is None:
+        return cursor
+    return dataclasses.replace(cursor, streams=tuple(cursor.streams))

@@ -11,9 +11,12 @@ from exporter.sim.timeline import LatenessBand, LatenessModel
 class Scenario:
     """Everything that makes one simulated tenant behave differently from another.
 
-    Rates are events per second per source; `history` seconds of events exist before the
+    Rates are events per second per source; `signins_rate` is the interactive user
+    sign-ins (all v1.0 serves), the other sign-in streams are served by beta only and are
+    silent unless given a rate (Microsoft puts non-interactive and service principal
+    sign-ins at 5-10 times the interactive volume); `history` seconds of events exist before the
     tenant starts; lateness is a mixture of log-uniform bands capped at `max_lateness`;
-    the Graph budget is `budget_requests` per sliding `budget_seconds` across both sources.
+    the Graph budget is `budget_requests` per sliding `budget_seconds` across every collection.
     `tenant_scale_signins` serves sign-ins of about 11.5 KB, as a real tenant's are
     (:func:`exporter.sim.objects.tenant_scale_signin`), instead of bare 2 KB ones.
     """
@@ -29,6 +32,9 @@ class Scenario:
     token_lifetime: int = 3599
     seed: int = 1
     tenant_scale_signins: bool = False
+    noninteractive_rate: float = 0.0
+    service_principal_rate: float = 0.0
+    managed_identity_rate: float = 0.0
 
     def lateness_model(self) -> LatenessModel:
         """The lateness distribution the timelines draw from."""
@@ -49,6 +55,9 @@ SCENARIOS: dict[str, Scenario] = {
         max_lateness=12 * 60,
         budget_requests=5,
         budget_seconds=10.0,
+        noninteractive_rate=15.0,
+        service_principal_rate=3.0,
+        managed_identity_rate=1.5,
     ),
     "test": Scenario(
         name="test",
@@ -63,6 +72,9 @@ SCENARIOS: dict[str, Scenario] = {
         max_lateness=90.0,
         budget_requests=50,
         budget_seconds=10.0,
+        noninteractive_rate=25.0,
+        service_principal_rate=5.0,
+        managed_identity_rate=2.5,
     ),
     # A fifth of the events turn up 40 min to 2.5 h late, as in an incident on Microsoft's
     # side: with three hours of history, some of them become visible during any run.

@@ -21,7 +21,7 @@ from exporter.sim.identity import IdentityPlatform, Registration
 from exporter.sim.messages import Request, Response, json_response
 from exporter.sim.scenario import Scenario
 from exporter.sim.server import TenantServer
-from exporter.sim.sources import SOURCE_BY_PATH, SOURCES, JsonObject, Source
+from exporter.sim.sources import COLLECTION_BY_PATH, SOURCES, JsonObject, Source
 from exporter.sim.state import TenantState
 
 __all__ = ["SOURCES", "Request", "Response", "SimulatedTenant", "Source"]
@@ -126,13 +126,13 @@ class SimulatedTenant:
     ) -> tuple[str, Response]:
         """Pick the part for a path; the first value names the endpoint in the stats."""
         segments = path.strip("/").split("/")
-        if path in SOURCE_BY_PATH:
+        if path in COLLECTION_BY_PATH:
             if request.method != "GET":
                 return "graph", self._graph.error(
                     request, 405, "Request_BadRequest", "Method not allowed."
                 )
-            source = SOURCE_BY_PATH[path]
-            return source.name, self._graph.serve(request, source, query)
+            collection = COLLECTION_BY_PATH[path]
+            return collection.name, self._graph.serve(request, collection, query)
         if segments[0] == "_sim":
             return "sim", self._control.handle(request, segments[1:], query)
         if len(segments) == 4 and segments[1:] == ["v2.0", ".well-known", "openid-configuration"]:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 TICKS_PER_SECOND = 10_000_000
 _MIN_LATENESS = 0.05
+_NEVER = 2**62  # ticks to the next event of a silent (rate 0) timeline: far past any clock
 
 
 class LatenessBand(NamedTuple):
@@ -92,7 +93,9 @@ class Timeline:
     """The events of one source, generated lazily in event-time order as the clock advances.
 
     Only two arrays are stored (ticks, availability), so a million events stay small; ids
-    come from `make_id(seq)` on demand so the caller decides the id format.
+    come from `make_id(seq)` on demand so the caller decides the id format. A rate of 0
+    generates nothing and draws nothing from `rng`, so a stream a scenario leaves silent
+    costs nothing and still takes injected events.
     """
 
     def __init__(
@@ -106,8 +109,8 @@ class Timeline:
         make_id: Callable[[int], str] = _default_id,
     ) -> None:
         """Begin generating at `start - history`; history whose lateness is over is visible."""
-        if rate <= 0:
-            raise ValueError("rate must be positive (events per second)")
+        if rate < 0:
+            raise ValueError("rate must not be negative (events per second)")
         if history < 0:
             raise ValueError("history must not be negative")
         self.rate = rate
@@ -129,6 +132,8 @@ class Timeline:
         return len(self._ticks)
 
     def _gap_ticks(self) -> int:
+        if self.rate == 0:
+            return _NEVER
         return max(1, round(self._rng.expovariate(self.rate) * TICKS_PER_SECOND))
 
     def _horizon(self, now: float) -> float:

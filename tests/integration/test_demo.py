@@ -34,4 +34,12 @@ def test_demo_catches_late_arrivals_and_loses_nothing() -> None:
     lost_by_naive = int(re.search(r"windows would have lost (\d+)", out).group(1))
     assert late > 0 and lost_by_naive > 0, out
     assert "OK: nothing lost, nothing duplicated" in out
+    for source in ("signins", "noninteractive", "servicePrincipal", "directoryAudits"):
+        line = re.search(
+            rf"^\s+{source}\s+generated (\d+), delivered (\d+), missing 0, "
+            r"duplicates 0$",
+            out,
+            re.M,
+        )
+        assert line and int(line.group(1)) > 0 and line.group(1) == line.group(2), out
     assert out.count("] delivered") >= 3, "expected a progress line every few seconds"
