@@ -14,6 +14,8 @@ from typing import Any
 # How a Retry-After is written: "seconds" with millisecond fractions, "integer" whole
 # seconds rounded up (what Graph sends), "http-date" an IMF-fixdate rounded up to the second.
 RETRY_AFTER_STYLES = ("seconds", "integer", "http-date")
+# What a 403 says while `graph_403` is set: the app lacks a permission, or the tenant a licence.
+REFUSALS = ("permission", "licence")
 
 
 @dataclass
@@ -30,6 +32,7 @@ class FaultState:
     foreign_next_link: int = 0
     foreign_next_link_url: str = "https://graph.example.invalid"
     retry_after_style: str = "seconds"
+    graph_403: str | None = None  # not a counter: every Graph request is refused while set
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -43,6 +46,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "foreign_next_link": (int,),
     "foreign_next_link_url": (str,),
     "retry_after_style": (str,),
+    "graph_403": (str, type(None)),
 }
 
 
@@ -65,6 +69,8 @@ class Faults:
         style = knobs.get("retry_after_style", "seconds")
         if style not in RETRY_AFTER_STYLES:
             raise ValueError(f"retry_after_style must be one of {RETRY_AFTER_STYLES}")
+        if knobs.get("graph_403") not in (None, *REFUSALS):
+            raise ValueError(f"graph_403 must be one of {REFUSALS} or null")
         with self._lock:
             self._state = dataclasses.replace(self._state, **knobs)
 

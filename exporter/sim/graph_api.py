@@ -138,6 +138,21 @@ class GraphApi:
         return self._page(request, collection, cursor)
 
     def _injected_failure(self, request: Request) -> Response | None:
+        refusal = self._faults.snapshot().graph_403
+        if refusal == "permission":
+            return self.error(
+                request,
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+        if refusal == "licence":
+            return self.error(
+                request,
+                403,
+                "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                "Neither tenant is B2C or tenant doesn't have premium license",
+            )
         if self._faults.take("graph_503"):
             retry = self._faults.snapshot().graph_503_retry_after
             headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}

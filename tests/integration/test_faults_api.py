@@ -232,3 +232,53 @@ def abandoned(collector: Any, fault: str) -> bool:
         ):
             return True
     return False
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reason", "advice"),
+    [
+        ("permission", "forbidden", "AuditLog.Read.All and Directory.Read.All"),
+        ("licence", "unlicensed", "Microsoft Entra ID P1 or P2"),
+    ],
+)
+def test_a_refused_source_says_what_it_needs_stays_unready_and_asks_again_slowly(
+    sim: SimProcess, tmp_path: Path, refusal: str, reason: str, advice: str
+) -> None:
+    """A 403 is a person's job: the log line names what to grant, /readyz says which source
+    is refused, and each query tier asks again only after minutes, not every poll."""
+    sim.set_faults(graph_403=refusal)
+    try:
+        with RsyslogReceiver() as receiver:
+            config = collector_config(
+                sim, tmp_path, syslog_port=receiver.port, metrics_port=free_port()
+            )
+            with start_collector(config, tmp_path) as collector:
+                wait_until(
+                    lambda: (
+                        collector.metric(
+                            "siem_exporter_api_errors_total", source="signins", reason=reason
+                        )
+                        > 0
+                    ),
+                    timeout=60,
+                )
+                readiness = collector.get("/readyz")
+                assert readiness is not None and readiness.status_code == 503
+                assert f"signins ({reason})" in readiness.text
+                time.sleep(20)  # the fresh tier polls every second when Graph answers
+                metrics = collector.metrics()
+                assert collector.terminate() == 0
+                logs = collector.logs()
+    finally:
+        sim.set_faults(graph_403=None)
+    tiers = {
+        line.split('tier="', 1)[1].split('"', 1)[0]
+        for line in metrics.splitlines()
+        if line.startswith("siem_exporter_tier_interval_seconds{") and 'source="signins"' in line
+    }
+    refused = metric_value(
+        metrics, "siem_exporter_api_requests_total", source="signins", code="403"
+    )
+    assert tiers and refused <= len(tiers), f"{refused} refused requests from {len(tiers)} tiers"
+    assert advice in logs and "signins" in logs
+    assert not receiver.messages(), "nothing was delivered, and nothing claimed to be"
