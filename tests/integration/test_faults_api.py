@@ -282,3 +282,27 @@ def test_a_refused_source_says_what_it_needs_stays_unready_and_asks_again_slowly
     assert tiers and refused <= len(tiers), f"{refused} refused requests from {len(tiers)} tiers"
     assert advice in logs and "signins" in logs
     assert not receiver.messages(), "nothing was delivered, and nothing claimed to be"
+
+
+def test_a_filter_graph_refuses_is_named_in_the_log_with_its_source(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    with RsyslogReceiver() as receiver:
+        config = collector_config(
+            sim, tmp_path, syslog_port=receiver.port, metrics_port=free_port()
+        )
+        config["sources"][0]["filter"] = "riskState eq 'atRisk'"
+        with start_collector(config, tmp_path) as collector:
+            wait_until(
+                lambda: (
+                    collector.metric(
+                        "siem_exporter_api_errors_total", source="signins", reason="bad_request"
+                    )
+                    > 0
+                ),
+                timeout=60,
+            )
+            assert collector.terminate() == 0
+            logs = collector.logs()
+    refusal = next(line for line in logs.splitlines() if "graph refused source signins" in line)
+    assert "(riskState eq 'atRisk')" in refusal, refusal
