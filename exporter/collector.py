@@ -13,7 +13,6 @@ after a crash, and nothing is lost.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Outlet, Page, Source
-from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
+from exporter.planner import SourcePlanner
 from exporter.retry import backoff
 from exporter.schedule import (
     CATCH_UP,
@@ -40,33 +39,13 @@ from exporter.schedule import (
     QuerySchedule,
 )
 from exporter.tiers import (
-    FRESH_QUANTILE,
-    LAG_HALF_LIFE,
-    LagHistogram,
-    SourcePolicy,
     Tier,
-    describe_waits,
     guaranteed_lateness,
-    late_event_waits,
-    plan_tiers,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-RATE_SMOOTHING = 0.3
-REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
-
-
-def _moved(value: float | None, planned: float | None) -> bool:
-    """Whether a measurement moved by more than ``REPLAN_CHANGE`` of what the plan assumed.
-
-    Appearing or disappearing (a lag quantile needs enough samples) counts as moving.
-    """
-    if value is None or planned is None:
-        return (value is None) != (planned is None)
-    return abs(value - planned) > REPLAN_CHANGE * max(planned, 1e-9)
 
 
 def select_new(
@@ -154,19 +133,8 @@ class SourceLoop:
         self.stop = stop
         self.warnings = warnings
         budget = budget or BudgetConfig(requests=5, per=10.0)
-        self.shares = shares or BudgetShares(budget.usable, 1)
-        self.policy = SourcePolicy(
-            source.poll_interval, source.lookback, source.max_lookback, source.page_size
-        )
+        self.planner = SourcePlanner(source, shares or BudgetShares(budget.usable, 1), metrics)
         name = source.name
-        self.lags = LagHistogram()
-        self.rate = 0.0
-        self.planned_rate = 0.0
-        self.found_late = LagHistogram()  # ages at which sweeps and rescans find late events
-        self.planned_yields: list[float] = []
-        self.plan_words = ""
-        self.rescans_shrunk = False
-        self.planned_quantile: float | None = None
         stored = {
             checkpoint: value
             for checkpoint in (
@@ -176,12 +144,10 @@ class SourceLoop:
             )
             if (value := ledger.checkpoint(name, checkpoint)) is not None
         }
-        tiers = plan_tiers(self.policy, self.rate, None, self.shares.available(name))
+        tiers = self.planner.tiers()
         self.schedule = QuerySchedule(tiers, stored, clock.now(), source.max_lookback)
         self.active: dict[str, TierRun] = {}
         self._adopt_tiers(tiers, clock.now())
-
-    # -- planning ------------------------------------------------------------------------
 
     def _adopt_tiers(self, tiers: tuple[Tier, ...], now: float) -> None:
         """Take up a new plan of tiers, resuming stored frontiers, and plan the rescans."""
@@ -195,75 +161,19 @@ class SourceLoop:
         if new_frontiers:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))
-        self.planned_rate = self.rate
-        self._plan_rescans(now)
-
-    def _band_yield(self, band: Band) -> float:
-        """Late events found per second at the band's ages: the decayed count over its mean life."""
-        return self.found_late.mass(band.low, band.high) * math.log(2) / LAG_HALF_LIFE
-
-    def _yield_weights(self, rescans: Sequence[Tier]) -> list[float]:
-        """Each rescan band's measured yield with the planner's prior: what a plan weighs."""
-        return [self._band_yield(band_of(t)) + PRIOR_YIELD for t in rescans]
-
-    def _yields_moved(self) -> bool:
-        current = self._yield_weights(self.schedule.rescans)
-        return any(_moved(c, p) for c, p in zip(current, self.planned_yields, strict=True))
-
-    def _plan_rescans(self, now: float) -> None:
-        """Spend what the tiers leave of this source's share on rescans, and publish the plan."""
-        name = self.source.name
-        schedule = self.schedule
-        self.found_late.observe((), now)  # decay to now
-        fresh = schedule.tiers[0]
-        spare = self.shares.available(name) - sum(t.requests_per_second for t in schedule.tiers)
-        plan = plan_rescans(
-            fresh.age,
-            self.policy.max_lookback,
-            self._band_yield,
-            self.rate,
-            self.policy.page_size,
-            spare,
-            self.policy.poll_interval,
-            self.source.rescan_floor,
-        )
-        gone = {t.name for t in schedule.rescans} - {t.name for t in plan.tiers}
-        schedule.rescans = plan.tiers
-        self.planned_yields = self._yield_weights(plan.tiers)
-        self.shares.publish(name, sum(tier.requests_per_second for tier in schedule.all))
-        self.metrics.publish_plan(name, schedule.all, gone, spare, plan.floor_met)
-        waits = late_event_waits(schedule.all)
-        self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))
-        words = describe_waits(waits)
-        if words != self.plan_words:
-            self.plan_words = words
-            log.info(words, extra=fields(source=name, rescans=len(plan.tiers)))
-        shrunk = not plan.floor_met and self.policy.max_lookback > fresh.age
-        if shrunk and not self.rescans_shrunk:
-            log.warning(
-                "the spare budget cannot rescan every band of age as often as rescan_floor",
-                extra=fields(source=name, spare_requests_per_second=round(spare, 4)),
-            )
-        self.rescans_shrunk = shrunk
+        self.planner.adopted(self.schedule, now)
 
     def _replan(self, now: float) -> None:
-        """Re-plan when the measured rate, lag distribution or late-event yields moved enough."""
-        quantile = self.lags.quantile(FRESH_QUANTILE)
-        if not (_moved(self.rate, self.planned_rate) or _moved(quantile, self.planned_quantile)):
-            self.found_late.observe((), now)
-            if self._yields_moved():
-                self._plan_rescans(now)
+        """Take up new tiers when the planner's measurements moved enough to plan again."""
+        tiers = self.planner.replan(self.schedule, now)
+        if tiers is None:
             return
-        tiers = plan_tiers(
-            self.policy, self.rate, quantile, self.shares.available(self.source.name)
-        )
-        self.planned_quantile = quantile
         self._adopt_tiers(tiers, now)
         log.info(
             "tiers planned",
             extra=fields(
                 source=self.source.name,
-                events_per_second=round(self.rate, 2),
+                events_per_second=round(self.planner.rate, 2),
                 tiers=[(t.name, round(t.age), round(t.interval)) for t in self.schedule.all],
             ),
         )
@@ -375,13 +285,13 @@ class SourceLoop:
             return  # visible before this process first read the stretch: not lateness
         if run.tier.is_fresh:
             lags = arrival_lags(new, now, self.schedule.previous_fresh_start)
-            self.lags.observe(lags, now)
+            self.planner.observe_fresh_lags(lags, now)
         else:
             self.metrics.late_events_found.labels(name, run.tier.name).inc(len(new))
             lags = [now - item.event_time for item in new if item.event_time is not None]
             if run.tier.name != CATCH_UP:  # an incident's release says nothing of lateness
                 half_period = run.tier.interval / 2  # it became visible since the last look
-                self.found_late.observe([max(0.0, lag - half_period) for lag in lags], now)
+                self.planner.observe_late_finds([max(0.0, lag - half_period) for lag in lags], now)
         arrival_lag = self.metrics.arrival_lag.labels(name)
         for lag in lags:
             arrival_lag.observe(max(0.0, lag))
@@ -434,15 +344,7 @@ class SourceLoop:
         tally, start = run.tally, run.launch.start
         newest = self.schedule.newest_event_time
         drift = None if newest is None else finished - newest
-        if tally.newest_event_time is not None and tally.newest_event_time > start:
-            # Events per second over the stretch that holds visible events: an incident that
-            # hides the recent past must not make the source look quiet.
-            measured = tally.events / (tally.newest_event_time - start)
-            self.rate = (
-                measured
-                if not self.rate
-                else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate
-            )
+        self.planner.observe_rate(tally.events, tally.newest_event_time, start)
         if drift is not None:
             self.metrics.api_drift.labels(name).set(drift)
         self.metrics.last_success.labels(name).set(finished)
