@@ -18,10 +18,10 @@ import msal
 import requests
 
 from exporter.clock import Clock
-from exporter.config import (
+from exporter.config import Config
+from exporter.credentials import (
     CertificateCredential,
     ClientSecretCredential,
-    Config,
     WorkloadIdentityCredential,
 )
 from exporter.errors import TokenError

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from exporter.credentials import Credential, read_credential, show_credential
 from exporter.errors import ConfigError
 from exporter.yamlconf import (
     Keys,
     Kind,
-    Secret,
     Section,
     duration_key,
     format_duration,
@@ -49,34 +49,6 @@ DEFAULT_SINK_TYPE = "syslog"
 CONFIGURED_BUDGET_FAMILY = "identity_reports"
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSecretCredential:
-    """An app registration's client secret, inline (from ``${VAR}``) or read from a file."""
-
-    secret: Secret
-    source: str  # "client_secret" or "client_secret_file: PATH", for check-config
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateCredential:
-    """A certificate credential: the PEM private key and the certificate's SHA-1 thumbprint."""
-
-    private_key: Secret
-    private_key_file: str
-    thumbprint: str
-    public_certificate: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadIdentityCredential:
-    """Azure Workload Identity: a federated token re-read from this file for every request."""
-
-    token_file: str
-
-
-Credential = ClientSecretCredential | CertificateCredential | WorkloadIdentityCredential
 
 
 class SourceSettings(Protocol):
@@ -223,7 +195,7 @@ def parse_config(
     client_id = top.text(
         "client_id", environ.get("AZURE_CLIENT_ID") if workload_identity else None, required=True
     )
-    credential = _credential(top, workload_identity, environ)
+    credential = read_credential(top, workload_identity, environ)
     ca_bundle = readable_file(top, "ca_bundle")
 
     sources_raw = top.get("sources", list, required=True)
@@ -291,67 +263,6 @@ def _https_url(section: Section, name: str, default: str) -> str:
     if parts.path or parts.query:
         raise ConfigError(section.key(name), "expected scheme and host only, no path")
     return value
-
-
-def _credential(top: Section, workload_identity: bool, environ: Mapping[str, str]) -> Credential:
-    """Exactly one of the four ways to authenticate."""
-    given = [k for k in ("client_secret", "client_secret_file", "certificate") if top.has(k)]
-    if workload_identity:
-        given.append("workload_identity")
-    if not given:
-        raise ConfigError(
-            "client_secret",
-            "is required (or client_secret_file, certificate, or workload_identity: true)",
-        )
-    if len(given) > 1:
-        raise ConfigError(given[1], f"conflicts with {given[0]}: give only one credential")
-    kind = given[0]
-    if kind == "client_secret":
-        return ClientSecretCredential(Secret(top.text(kind, required=True)), kind)
-    if kind == "client_secret_file":
-        path, content = _text_file(top, kind, required=True)
-        secret = content.strip()
-        if not secret:
-            raise ConfigError(top.key(kind), f"{path} is empty")
-        return ClientSecretCredential(Secret(secret), f"{kind}: {path}")
-    if kind == "certificate":
-        cert = Section(
-            top.get(kind, dict),
-            "certificate",
-            ("private_key_file", "thumbprint", "public_certificate_file"),
-        )
-        key_file, private_key = _text_file(cert, "private_key_file", required=True)
-        thumbprint = cert.text("thumbprint", required=True).replace(":", "").strip()
-        if not re.fullmatch(r"[0-9A-Fa-f]{40}", thumbprint):
-            raise ConfigError(
-                cert.key("thumbprint"), "expected the 40 hex digits of a SHA-1 thumbprint"
-            )
-        public_file = cert.text("public_certificate_file")
-        return CertificateCredential(
-            private_key=Secret(private_key),
-            private_key_file=key_file,
-            thumbprint=thumbprint.upper(),
-            public_certificate=_text_file(cert, "public_certificate_file", required=True)[1]
-            if public_file is not None
-            else None,
-        )
-    token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
-    if not token_file:
-        raise ConfigError("workload_identity", "AZURE_FEDERATED_TOKEN_FILE is not set")
-    return WorkloadIdentityCredential(token_file)
-
-
-def _text_file(section: Section, name: str, *, required: bool) -> tuple[str, str]:
-    """The path and UTF-8 content of a file a key names; never echoes the content (a secret)."""
-    path = readable_file(section, name, required=required)
-    if path is None:
-        raise ConfigError(section.key(name), "is required")
-    try:
-        return path, Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(section.key(name), f"cannot read {path!r}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(section.key(name), f"{path!r} is not UTF-8 text") from None
 
 
 def _positive(section: Section, name: str, default: str) -> float:
@@ -428,19 +339,10 @@ def _unique(items: Sequence[SourceConfig | SinkConfig], path: str) -> None:
 
 def effective_config(config: Config, components: Components) -> dict[str, Any]:
     """The config as check-config prints it: every default filled in, every secret masked."""
-    credential: dict[str, Any]
-    match config.credential:
-        case ClientSecretCredential(source=source):
-            key, _, path = source.partition(": ")
-            credential = {key: path or "***"}
-        case CertificateCredential(private_key_file=key_file, thumbprint=thumbprint):
-            credential = {"certificate": {"private_key_file": key_file, "thumbprint": thumbprint}}
-        case WorkloadIdentityCredential(token_file=token_file):
-            credential = {"workload_identity": True, "federated_token_file": token_file}
     return {
         "tenant_id": config.tenant_id,
         "client_id": config.client_id,
-        **credential,
+        **show_credential(config.credential),
         "authority_host": config.authority_host,
         "graph_url": config.graph_url,
         "ca_bundle": config.ca_bundle,

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from exporter.components import COMPONENTS
 from exporter.config import (
-    ClientSecretCredential,
     effective_config,
     load_config,
     parse_config,
 )
+from exporter.credentials import ClientSecretCredential
 from exporter.errors import ConfigError
 from exporter.yamlconf import format_duration, parse_duration
 
