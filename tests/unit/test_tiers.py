@@ -12,6 +12,8 @@ from exporter.tiers import (
     DEEPEST,
     FIRST_SWEEP_AGE,
     FRESH,
+    LAG_BUCKETS,
+    LAG_HALF_LIFE,
     LagHistogram,
     SourcePolicy,
     Tier,
@@ -195,3 +197,45 @@ def test_the_plan_in_plain_words() -> None:
     assert describe_waits(waits) == (
         "late events up to 2.2m within 1m, up to 45m within 54m, up to 1.0d within 1.1d"
     )
+
+
+LAGS = st.lists(st.floats(min_value=0.0, max_value=10 * 86400.0), min_size=1, max_size=50)
+
+
+@given(LAGS, st.floats(min_value=1.0, max_value=4.0))
+def test_lags_lose_half_their_weight_every_half_life(lags: list[float], half_lives: float) -> None:
+    """Old lags fade at exactly the stated rate: the planner weighs recent lateness, and a
+    stretch of quiet must neither erase what it learnt at once nor keep it for ever."""
+    histogram = LagHistogram()
+    histogram.observe(lags, 1_800_000_000.0)
+    histogram.observe((), 1_800_000_000.0 + half_lives * LAG_HALF_LIFE)
+    expected = len(lags) * 0.5**half_lives
+    assert math.isclose(histogram.mass(0.0, math.inf), expected, rel_tol=1e-9)
+
+
+@given(LAGS, st.floats(min_value=0.0, max_value=86400.0), st.floats(min_value=0.0, max_value=1.0))
+def test_the_mass_of_lags_adds_up_over_adjacent_ranges(
+    lags: list[float], low: float, share: float
+) -> None:
+    """Mass is a measure: the whole range holds every lag, adjacent ranges add up, and a
+    range below every lag holds nothing of them."""
+    histogram = LagHistogram()
+    histogram.observe(lags, 1_800_000_000.0)
+    assert math.isclose(histogram.mass(0.0, math.inf), len(lags))
+    middle = low + share * (10 * 86400.0 - low)
+    parts = (
+        histogram.mass(0.0, low) + histogram.mass(low, middle) + histogram.mass(middle, math.inf)
+    )
+    assert math.isclose(parts, len(lags), rel_tol=1e-9)
+    assert histogram.mass(0.0, 0.0) == 0.0
+    if min(lags) > 1.0:  # above the first bucket: nothing is interpolated below it
+        assert histogram.mass(0.0, 0.5) == 0.0
+
+
+def test_a_lag_beyond_the_last_bucket_counts_only_where_the_range_is_open_ended() -> None:
+    last = LAG_BUCKETS[-1]
+    histogram = LagHistogram()
+    histogram.observe([last * 2, last * 3], 1_800_000_000.0)
+    assert histogram.mass(0.0, last) == 0.0
+    assert histogram.mass(last, math.inf) == 2.0
+    assert histogram.mass(0.0, last * 10) == 0.0, "no shape to interpolate beyond the last bound"
