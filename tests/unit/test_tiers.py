@@ -14,6 +14,7 @@ from exporter.tiers import (
     FRESH,
     LAG_BUCKETS,
     LAG_HALF_LIFE,
+    MIN_LAG_SAMPLES,
     LagHistogram,
     SourcePolicy,
     Tier,
@@ -239,3 +240,17 @@ def test_a_lag_beyond_the_last_bucket_counts_only_where_the_range_is_open_ended(
     assert histogram.mass(0.0, last) == 0.0
     assert histogram.mass(last, math.inf) == 2.0
     assert histogram.mass(0.0, last * 10) == 0.0, "no shape to interpolate beyond the last bound"
+
+
+def test_a_quantile_interpolates_within_its_bucket_once_there_are_enough_samples() -> None:
+    """As PromQL's histogram_quantile does: the planner sizes the fresh window by it."""
+    assert LAG_BUCKETS[:2] == (1.0, 2.0)
+    first = LagHistogram()
+    first.observe([0.9] * (MIN_LAG_SAMPLES - 1), 1_800_000_000.0)
+    assert first.quantile(0.5) is None, "too few samples to say"
+    first.observe([0.9], 1_800_000_000.0)
+    assert first.quantile(0.5) == 0.5, "half of the first bucket (0, 1]"
+    second = LagHistogram()
+    second.observe([1.5] * MIN_LAG_SAMPLES, 1_800_000_000.0)
+    assert math.isclose(second.quantile(0.25) or 0.0, 1.25)
+    assert math.isclose(second.quantile(1.0) or 0.0, 2.0)
