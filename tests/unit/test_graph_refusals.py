@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.errors import GraphAccessDenied, GraphBadRequest, GraphHTTPError
-from exporter.ledger import Ledger
 from exporter.metrics import Health
-from exporter.pipeline import Page
 from tests.unit.test_graph_client import START, ScriptedSession, answer, client_for, count
-from tests.unit.test_tiers_simulated import HOUR, ModelApi, StoppingClock, build_loop, make_events
+from tests.unit.test_tiers_simulated import HOUR, make_events, run_loop, waits_after_outage
+from tests.unit.test_tiers_simulated import START as LOOP_START
 
 DENIED = (
     b'{"error": {"code": "Authorization_RequestDenied", '
@@ -95,48 +91,18 @@ def test_a_refused_source_is_unready_until_a_page_arrives_again() -> None:
     assert health.ready() == (True, "ok")
 
 
-class RefusingApi(ModelApi):
-    """The model API, answering 403 while ``refused`` covers the time of the request."""
-
-    refused: tuple[float, float] = (0.0, 0.0)
-    refusals = 0
-
-    def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
-        if self.refused[0] <= self.clock.now() < self.refused[1]:
-            self.budget.acquire()
-            self.refusals += 1
-            raise GraphAccessDenied(403, "Authorization_RequestDenied", "", unlicensed=False)
-        yield from super().pages(start, end)
-
-
 def test_a_permission_granted_later_loses_nothing_of_the_refused_stretch(tmp_path: Path) -> None:
     """While Graph refuses, every tier is asked again only every five minutes; once an
     administrator grants the permission, what became visible meanwhile arrives promptly."""
     duration = 3 * HOUR
-    refused = (START + HOUR, START + 2 * HOUR)
+    refused = (LOOP_START + HOUR, LOOP_START + 2 * HOUR)
     events = make_events(random.Random(11), duration)
-    stop = threading.Event()
-    clock = StoppingClock(START, START + duration, stop)
-    api = RefusingApi(events, RequestBudget(5, 10.0, clock), clock)
-    api.refused = refused
-    ledger = Ledger(tmp_path / "state.db")
-    try:
-        loop, delivery, _ = build_loop(api, ledger, clock, stop)
-        loop.run()
-    finally:
-        ledger.close()
+    denied = GraphAccessDenied(403, "Authorization_RequestDenied", "", unlicensed=False)
+    loop, api, delivery, _ = run_loop(events, duration, tmp_path, down=refused, down_error=denied)
 
     tiers = len(loop.schedule.tiers)
-    assert api.refusals <= (HOUR / 300 + 1) * (tiers + 1), "refusals were retried too often"
+    refusals = api.down_requests
+    assert refusals <= (HOUR / 300 + 1) * (tiers + 1), "refusals were retried too often"
     assert not [i for i, n in delivery.delivered.items() if n > 1], "an event was sent twice"
-    fresh_age = loop.schedule.tiers[0].age
-    visible_while_refused = [
-        e
-        for e in events
-        if refused[0] <= e.available_at < refused[1] and e.available_at - e.event_time <= fresh_age
-    ]
-    assert visible_while_refused
-    waits = [
-        delivery.first_sent.get(e.id, float("inf")) - refused[1] for e in visible_while_refused
-    ]
+    waits = waits_after_outage(loop, events, delivery, refused)
     assert max(waits) < 15 * 60, f"events refused meanwhile waited {max(waits) / 60:.0f} min"
