@@ -221,7 +221,7 @@ def parse_config(
     reserve = budget.share("reserve", "10%")
     if not 0.0 <= reserve <= MAX_RESERVE:
         raise ConfigError("budget.reserve", f"must be between 0% and {MAX_RESERVE:.0%}")
-    configured = BudgetConfig(requests_per, _positive(budget, "per", "10s"), reserve)
+    configured = BudgetConfig(requests_per, budget.positive_duration("per", "10s"), reserve)
     return Config(
         tenant_id=tenant_id.strip(),
         client_id=client_id.strip(),
@@ -263,13 +263,6 @@ def _https_url(section: Section, name: str, default: str) -> str:
     if parts.path or parts.query:
         raise ConfigError(section.key(name), "expected scheme and host only, no path")
     return value
-
-
-def _positive(section: Section, name: str, default: str) -> float:
-    seconds = section.duration(name, default)
-    if seconds <= 0:
-        raise ConfigError(section.key(name), "must be longer than zero")
-    return seconds
 
 
 def _kind(

@@ -177,6 +177,13 @@ class Section:
     def duration(self, name: str, default: str) -> float:
         return self.convert(name, default, parse_duration)
 
+    def positive_duration(self, name: str, default: str) -> float:
+        """A duration longer than zero: an interval, a window, a budget's period."""
+        seconds = self.duration(name, default)
+        if seconds <= 0:
+            raise ConfigError(self.key(name), "must be longer than zero")
+        return seconds
+
     def convert(self, name: str, default: str, parse: Callable[[str], T]) -> T:
         text = self.text(name, default)
         try:
@@ -345,13 +352,9 @@ def flag_key(name: str, default: bool) -> Key:
 def duration_key(name: str, default: str) -> Key:
     """A duration longer than zero, printed in its shortest exact form."""
 
-    def read(section: Section, values: Values) -> float:
-        seconds = section.duration(name, default)
-        if seconds <= 0:
-            raise ConfigError(section.key(name), "must be longer than zero")
-        return seconds
-
-    return Key(name, read, show=format_duration)
+    return Key(
+        name, lambda section, values: section.positive_duration(name, default), show=format_duration
+    )
 
 
 def choice_key(name: str, options: tuple[str, ...], default: str) -> Key:
