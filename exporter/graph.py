@@ -272,6 +272,7 @@ class GraphClient:
         while url is not None:
             page, next_link = self._fetch_page(url)
             yield page
+            del page  # the caller has it; held here, it would live on beside the next page
             if next_link is not None and not same_origin(next_link, self.graph_url):
                 self.metrics.api_errors.labels(source.name, ForeignNextLinkError.reason).inc()
                 raise ForeignNextLinkError(

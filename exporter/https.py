@@ -15,6 +15,7 @@ import certifi
 import requests
 
 USER_AGENT = "siem-exporter"
+READ_CHUNK = 1 << 20
 
 
 def trust_bundle(extra_ca: str | None) -> str:
@@ -50,10 +51,19 @@ class VerifiedSession:
         return self._request("POST", url, **kwargs)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """Send, and read the whole body in chunks of a megabyte.
+
+        requests reads a body 10 kB at a time through several layers of Python: for a
+        Graph page of 12 MB that was a tenth of the collector's CPU. Read this way,
+        ``content`` holds the same bytes, read errors are requests' own, and the
+        connection goes back to the pool once the body is read, as without ``stream``.
+        """
         kwargs["verify"] = self.verify
         kwargs["allow_redirects"] = False
         kwargs.setdefault("timeout", self.timeout)
-        return self._session.request(method, url, **kwargs)
+        response = self._session.request(method, url, stream=True, **kwargs)
+        response._content = b"".join(response.iter_content(READ_CHUNK))
+        return response
 
     def close(self) -> None:
         self._session.close()

@@ -296,6 +296,11 @@ class SyslogTransport:
             raise SinkUnavailable(f"syslog {self.endpoint}: {_describe(error)}") from error
 
     def _frame_all(self, messages: Sequence[bytes]) -> bytes:
+        """The batch as one stream; octet-counting joins each length and message in one copy."""
+        if self._framing == "octet-counting":
+            return b"".join(
+                [part for message in messages for part in (b"%d " % len(message), message)]
+            )
         return b"".join(frame(message, self._framing) for message in messages)
 
     def close(self) -> None:
