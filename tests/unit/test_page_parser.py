@@ -27,6 +27,7 @@ from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
 from exporter.graph import parse_page, same_origin
 from exporter.graph_query import first_page_url, format_filter_time
+from exporter.pipeline import RawEvent
 from tests.strategies import json_events as events
 
 GRAPH = "https://graph.microsoft.com"
@@ -251,3 +252,28 @@ def test_the_first_page_url_carries_exactly_the_configured_query(
     if end is not None:
         expected += f" and {source.settings.time_field} le {format_filter_time(end, round_up=True)}"
     assert query == {"$filter": [expected], "$top": ["7"]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, min_size=1, max_size=5), st.sampled_from([None, 1, 2]))
+def test_each_event_is_kept_as_its_compact_json_however_the_page_was_spaced(
+    served: list[dict[str, Any]], indent: int | None
+) -> None:
+    """The bytes a sink sends are the page's own event, compact, and mean what was served."""
+    body = json.dumps({"value": served}, ensure_ascii=False, indent=indent).encode(
+        "utf-8", "surrogatepass"
+    )
+    parsed, _ = parse_page(body, ("id", "createdDateTime"))
+    assert parsed == served
+    for event, original in zip(parsed, served, strict=True):
+        if isinstance(event, RawEvent):  # a lone surrogate takes the standard library's path
+            compact = json.dumps(original, ensure_ascii=False, separators=(",", ":"))
+            assert event.json == compact.encode()
+            assert event.get("id") == original.get("id")
+
+
+def test_a_long_run_of_digits_in_a_string_is_still_a_page() -> None:
+    """Only a number beyond int()'s digit limit makes a page malformed, not digits in text."""
+    served = [{"id": "x", "note": "1" * 10_000}]
+    parsed, _ = parse_page(json.dumps({"value": served}).encode())
+    assert parsed == served

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.eventtime import parse_event_time
+from exporter.pipeline import RawEvent
 from exporter.syslog import (
     FACILITIES,
     MAX_UDP_DATAGRAM,
@@ -287,3 +288,10 @@ def test_oversized_udp_datagram_is_refused_before_sending() -> None:
     oversized = build({"blob": "x" * MAX_UDP_DATAGRAM})
     with pytest.raises(SinkUnavailable, match=r"127\.0\.0\.1:9: .*exceeds the UDP maximum"):
         transport.deliver([oversized])
+
+
+def test_an_event_that_came_as_compact_json_is_sent_as_it_came() -> None:
+    """The bytes the source checked and kept are MSG, not a re-serialisation of them."""
+    raw = b'{"id":"x","n":1.50,"s":"\\u00e9"}'
+    _, msg = split_message(build(RawEvent(raw, {"id": "x"})))
+    assert msg == raw
