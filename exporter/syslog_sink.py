@@ -16,8 +16,14 @@ from datetime import datetime
 from typing import Protocol
 
 from exporter.errors import ConfigError
-from exporter.pipeline import KeyedEvent
-from exporter.syslog import FACILITIES, SyslogTransport, format_message, format_text_message
+from exporter.pipeline import KeyedEvent, Refusal
+from exporter.syslog import (
+    FACILITIES,
+    MAX_UDP_DATAGRAM,
+    SyslogTransport,
+    format_message,
+    format_text_message,
+)
 from exporter.yamlconf import (
     Keys,
     Kind,
@@ -45,6 +51,15 @@ class SyslogSettings:
     ca_file: str | None
     facility: int
     hostname: str
+    max_message_size: int | None = None
+
+    @property
+    def message_limit(self) -> int | None:
+        """The largest message this receiver takes whole: the configured size, and for UDP
+        never more than one datagram holds."""
+        if self.protocol == "udp":
+            return min(self.max_message_size or MAX_UDP_DATAGRAM, MAX_UDP_DATAGRAM)
+        return self.max_message_size
 
 
 def _settings(values: Values, path: str) -> SyslogSettings:
@@ -62,6 +77,7 @@ SYSLOG_SINK = Kind(
         file_key("ca_file"),
         table_key("facility", FACILITIES, "local0"),
         text_key("hostname", lambda values: socket.gethostname(), required=True),
+        int_key("max_message_size", low=480, high=1 << 30),
     ),
     _settings,
 )
@@ -115,9 +131,27 @@ class SyslogSink:
             severity=WARNING_SEVERITY,
         )
 
-    def send_batch(self, source: str, batch: Sequence[KeyedEvent]) -> None:
-        """Send the batch, MSGID the source's name; raises ``SinkError`` unless all went."""
-        self.transport.deliver([self.format(source, item) for item in batch])
+    def send_batch(self, source: str, batch: Sequence[KeyedEvent]) -> list[Refusal]:
+        """Send the batch, MSGID the source's name; raises ``SinkError`` unless all went.
+
+        A message above :attr:`SyslogSettings.message_limit` is refused, not sent: a
+        receiver would truncate or split it (rsyslog does, and still takes it), and a UDP
+        datagram that large cannot be sent at all.
+        """
+        limit = self.config.message_limit
+        messages = [self.format(source, item) for item in batch]
+        if limit is None:
+            self.transport.deliver(messages)
+            return []
+        refused = [
+            Refusal(i, "too_large", f"message of {len(m)} bytes exceeds the limit of {limit}")
+            for i, m in enumerate(messages)
+            if len(m) > limit
+        ]
+        if refused:
+            messages = [m for m in messages if len(m) <= limit]
+        self.transport.deliver(messages)
+        return refused
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         self.transport.deliver([self.format_warning(text, timestamp)])

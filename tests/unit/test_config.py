@@ -50,6 +50,8 @@ def test_defaults_are_filled_in() -> None:
     assert config.sinks[0].name == "syslog"
     assert config.sinks[0].settings.framing == "octet-counting"
     assert config.sinks[0].settings.facility == 16
+    assert config.sinks[0].settings.max_message_size is None
+    assert config.dead_letter_max_mb == 100
     assert config.graph_url == "https://graph.microsoft.com"
     assert config.metrics_listen == ("0.0.0.0", 9795)
     assert config.budget.rate == 0.5
@@ -125,6 +127,12 @@ def test_defaults_are_filled_in() -> None:
         ({"budget": {"reserve": "95%"}}, "budget.reserve"),
         ({"budget": {"reserve": -0.1}}, "budget.reserve"),
         ({"budget": {"reserve": "some"}}, "budget.reserve"),
+        ({"state": {"dead_letter_max_mb": 0}}, "state.dead_letter_max_mb"),
+        ({"state": {"dead_letter_max_mb": "1GB"}}, "state.dead_letter_max_mb"),
+        (
+            {"sinks": [{"host": "h", "port": 514, "max_message_size": 100}]},
+            "sinks[0].max_message_size",
+        ),
         (
             {
                 "sources": [
