@@ -119,9 +119,6 @@ def parse_filter(
     match = _FILTER.fullmatch(text)
     if match is None or (match["types"] is not None and not event_types):
         raise _malformed(text, time_field, event_types, operators)
-    for field in (match["f1"], match["f2"]):
-        if field is not None and field != time_field:
-            raise QueryError(f"Invalid filter clause: property '{field}' cannot be filtered")
     for operator, expected in ((match["op1"], after), (match["op2"], before)):
         if operator is None or operator == expected:
             continue
@@ -131,6 +128,9 @@ def parse_filter(
             f"Invalid filter clause: operator '{operator}' is not supported on property "
             f"'{time_field}'; use '{after}' and '{before}'"
         )
+    for field in (match["f1"], match["f2"]):
+        if field is not None and field != time_field:
+            raise QueryError(f"Invalid filter clause: property '{field}' cannot be filtered")
     low = iso_to_fraction(match["ge"]) * TICKS_PER_SECOND
     ge = math.ceil(low) if after == "ge" else math.floor(low) + 1
     le = None
