@@ -201,8 +201,9 @@ class RecordTimeline:
 
     def truth(self, now: float) -> list[dict[str, Any]]:
         """Every version whose update time has come by `now`, in update-time order: the
-        record's id, the version's number, creation and update time, when it was first
-        shown and when its successor replaced it (None: it is the last change drawn).
+        record's id, the version's number, creation and update time (also exactly, in
+        ticks: a float blurs the 100 ns Graph serialises), when it was first shown and when
+        its successor replaced it (None: it is the last change drawn).
 
         A version shown after the freeze, or replaced before anyone could look, was never
         served: callers decide what a collector owes from these times.
@@ -219,6 +220,7 @@ class RecordTimeline:
                     "version": number,
                     "event_time": self._created[record] / TICKS_PER_SECOND,
                     "update_time": self._ticks[index] / TICKS_PER_SECOND,
+                    "update_ticks": self._ticks[index],
                     "available_at": shown,
                     "superseded_at": replaced,
                 }
