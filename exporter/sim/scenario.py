@@ -93,6 +93,27 @@ SCENARIOS: dict[str, Scenario] = {
         # Changes seconds apart, so that records change while a test runs.
         record_updates=UpdateModel(max_updates=3, min_gap=6.0, mean_gap=8.0),
     ),
+    # Every log stream a SOC collects: the demo's sign-ins and audits plus provisioning,
+    # and risk detections and alerts that change a few times within minutes of creation.
+    "entra": Scenario(
+        name="entra",
+        signins_rate=3.0,
+        directory_audits_rate=0.5,
+        history=20 * 60,
+        lateness=(
+            LatenessBand(0.80, 1.0, 20.0),
+            LatenessBand(0.15, 20.0, 180.0),
+            LatenessBand(0.05, 180.0, 720.0),
+        ),
+        max_lateness=12 * 60,
+        noninteractive_rate=15.0,
+        service_principal_rate=3.0,
+        managed_identity_rate=1.5,
+        provisioning_rate=1.0,
+        risk_detections_rate=0.2,
+        alerts_rate=0.1,
+        record_updates=UpdateModel(max_updates=3, min_gap=20.0, mean_gap=60.0),
+    ),
     # A fifth of the events turn up 40 min to 2.5 h late, as in an incident on Microsoft's
     # side: with three hours of history, some of them become visible during any run.
     "late": Scenario(

@@ -22,7 +22,7 @@ from exporter.sim.messages import Request
 from exporter.sim.objects import iso_from_ticks
 from exporter.sim.query import EXCLUSIVE, QueryError, parse_filter
 from exporter.sim.records import RecordTimeline, UpdateModel, Version
-from exporter.sim.sources import COLLECTION_BY_PATH
+from exporter.sim.sources import COLLECTION_BY_PATH, SOURCES
 from exporter.sim.state import TenantState
 from exporter.sim.timeline import LatenessBand, LatenessModel, to_ticks_ceil, to_ticks_floor
 
@@ -385,3 +385,13 @@ def test_other_apps_can_take_part_of_the_tenants_identity_protection_budget() ->
     assert statuses == [200, 429, 429, 200, 429, 429]
     with pytest.raises(ValueError, match="budget must be"):
         tenant.control.set_faults(identity_protection_budget=[0, 1.0])
+
+
+def test_the_entra_scenario_serves_every_stream_and_the_demo_leaves_the_new_ones_silent() -> None:
+    entra, demo = make_tenant("entra"), make_tenant("demo")
+    for tenant in (entra, demo):
+        tenant.clock.now += 600
+
+    assert all(entra.control.truth(name) for name in SOURCES)
+    assert Counter(v["version"] for v in entra.control.truth("alerts"))[3] > 0
+    assert not any(demo.control.truth(n) for n in ("provisioning", "riskDetections", "alerts"))
