@@ -27,7 +27,7 @@ from exporter.sim.query import (
 )
 from exporter.sim.sources import Collection, JsonObject
 from exporter.sim.state import TokenStore
-from exporter.sim.throttle import IDENTITY_REPORTS, RETRY_AFTER_FAMILIES, Throttle
+from exporter.sim.throttle import RETRY_AFTER_FAMILIES, Throttle
 
 _GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 _TOKEN_PROBLEMS = {
@@ -135,7 +135,7 @@ class GraphApi:
                 headers,
                 {"code": "429", "status": "429"},
             )
-        fault = self._injected_failure(request)
+        fault = self._injected_failure(request, throttle)
         if fault is not None:
             return fault
         try:
@@ -144,7 +144,8 @@ class GraphApi:
             return self.error(request, 400, "BadRequest", str(exc))
         return self._page(request, collection, cursor)
 
-    def _injected_failure(self, request: Request) -> Response | None:
+    def _injected_failure(self, request: Request, throttle: Throttle) -> Response | None:
+        """The fault a knob asks for, if any; a 503's Retry-After holds `throttle`."""
         refusal = self._faults.snapshot().graph_403
         if refusal == "permission":
             return self.error(
@@ -164,7 +165,7 @@ class GraphApi:
             retry = self._faults.snapshot().graph_503_retry_after
             headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}
             if retry is not None:
-                self._throttles[IDENTITY_REPORTS].hold(retry, urlsplit(request.target).path)
+                throttle.hold(retry, urlsplit(request.target).path)
             return self.error(
                 request, 503, "serviceNotAvailable", "Service is temporarily unavailable.", headers
             )
