@@ -125,7 +125,13 @@ def run_collector(sim: SimProcess, tmp_path: Path, names: tuple[str, ...], secon
         config = config_for(sim, tmp_path, receiver.port, names)
         launched = time.time()
         with start_collector(config, tmp_path) as collector:
-            collector.wait_ready()
+            try:
+                collector.wait_ready()
+            except AssertionError as exc:
+                answers = sim.stats()["requests"]
+                raise AssertionError(
+                    f"collector never ready; the tenant answered {answers}"
+                ) from exc
             started = time.time()
             time.sleep(seconds)
             frozen_at = sim.freeze()
