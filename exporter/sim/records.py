@@ -96,6 +96,7 @@ class RecordTimeline:
         # Versions whose update time has come, in update-time order.
         self._ticks: array[int] = array("q")
         self._versions: list[tuple[int, int]] = []  # (record, number)
+        self._indexed: array[int] = array("q")  # per record: how many versions are indexed
         self._pending: list[tuple[int, int, int]] = []  # heap of (ticks, record, number)
         self._next_created = to_ticks_ceil(start - history) + self._gap_ticks()
         self._frozen_at: float | None = None
@@ -116,6 +117,7 @@ class RecordTimeline:
         """Draw a record's whole history: its update times and when each is visible."""
         record, rng, model = len(self._created), self._rng, self.updates
         self._created.append(created)
+        self._indexed.append(0)
         ticks, available = created, created / TICKS_PER_SECOND + self.lateness.sample(rng)
         visible = [available]
         heapq.heappush(self._pending, (ticks, record, 0))
@@ -141,6 +143,7 @@ class RecordTimeline:
                 ticks = self._ticks[-1] + 1
             self._ticks.append(ticks)
             self._versions.append((record, number))
+            self._indexed[record] += 1
 
     def freeze(self, at: float) -> None:
         """Stop the world at `at`: no later record or change, no later visibility."""
@@ -203,7 +206,8 @@ class RecordTimeline:
         """Every version whose update time has come by `now`, in update-time order: the
         record's id, the version's number, creation and update time (also exactly, in
         ticks: a float blurs the 100 ns Graph serialises), when it was first shown and when
-        its successor replaced it (None: it is the last change drawn).
+        its successor is shown, replacing it (None: the record has not changed since, and
+        after a freeze never will).
 
         A version shown after the freeze, or replaced before anyone could look, was never
         served: callers decide what a collector owes from these times.
@@ -214,6 +218,8 @@ class RecordTimeline:
         for index in range(end):
             record, number = self._versions[index]
             shown, replaced = self._visible_between(record, number)
+            if number + 1 == self._indexed[record]:
+                replaced = None  # its successor's update time has not come
             rows.append(
                 {
                     "id": self.make_id(record),

@@ -395,3 +395,18 @@ def test_the_entra_scenario_serves_every_stream_and_the_demo_leaves_the_new_ones
     assert all(entra.control.truth(name) for name in SOURCES)
     assert Counter(v["version"] for v in entra.control.truth("alerts"))[3] > 0
     assert not any(demo.control.truth(n) for n in ("provisioning", "riskDetections", "alerts"))
+
+
+def test_a_version_is_replaced_only_once_its_successor_exists(tenant: Tenant) -> None:
+    frozen_at = tenant.control.freeze()
+    tenant.clock.now += 600
+
+    truth = tenant.control.truth("alerts")
+
+    last = {}
+    for version in truth:
+        last[version["id"]] = version
+    assert all(v["superseded_at"] is None for v in last.values())
+    replaced = [v for v in truth if v["superseded_at"] is not None]
+    assert replaced and all(v["superseded_at"] > v["available_at"] for v in replaced)
+    assert max(v["update_time"] for v in truth) <= frozen_at
