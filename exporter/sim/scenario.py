@@ -91,7 +91,7 @@ SCENARIOS: dict[str, Scenario] = {
         risk_detections_rate=1.0,
         alerts_rate=0.5,
         # Changes seconds apart, so that records change while a test runs.
-        record_updates=UpdateModel(max_updates=3, min_gap=6.0, mean_gap=8.0),
+        record_updates=UpdateModel(max_updates=3, min_gap=10.0, mean_gap=8.0),
     ),
     # Every log stream a SOC collects: the demo's sign-ins and audits plus provisioning,
     # and risk detections and alerts that change a few times within minutes of creation.

@@ -38,8 +38,8 @@ pytestmark = pytest.mark.slow
 LOOKBACK = 180.0  # the "test" scenario's events are at most 90 s late
 # A version current for less than this after the collector started may have been replaced
 # between two of its polls: no collector can owe it. Each version of the "test" scenario is
-# current for at least 6 s.
-SEEN_FOR = 4.0
+# current for at least 10 s, several polls even at Identity Protection's 1 request a second.
+SEEN_FOR = 8.0
 # Per source: its keys, the simulator stream it reads, and its update field (None: events
 # that never change).
 SOURCES: dict[str, tuple[dict[str, Any], str, str | None]] = {
