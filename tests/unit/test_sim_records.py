@@ -410,3 +410,19 @@ def test_a_version_is_replaced_only_once_its_successor_exists(tenant: Tenant) ->
     replaced = [v for v in truth if v["superseded_at"] is not None]
     assert replaced and all(v["superseded_at"] > v["available_at"] for v in replaced)
     assert max(v["update_time"] for v in truth) <= frozen_at
+
+
+@pytest.mark.parametrize("top", [1, 7, 64])
+def test_paging_changing_records_neither_skips_nor_repeats_a_version(
+    tenant: Tenant, top: int
+) -> None:
+    tenant.clock.now += 60
+    since = {"$filter": f"lastUpdatedDateTime ge {iso(tenant.clock.now - 120)}"}
+
+    whole = [(o["id"], o["lastUpdatedDateTime"]) for o in tenant.walk(RISK, since)]
+    paged = [
+        (o["id"], o["lastUpdatedDateTime"]) for o in tenant.walk(RISK, {**since, "$top": str(top)})
+    ]
+
+    assert paged == whole and len(whole) > 100
+    assert [t for _, t in whole] == sorted((t for _, t in whole), reverse=True)
