@@ -16,6 +16,9 @@ sleep what a 429's Retry-After says (the seed script: five seconds on any error)
 - ``checkpoint``: the usual commercial add-on: every 5 minutes ``gt <newest event time seen>
   and le now - 7m``; the checkpoint moves to the newest event time returned.
 - ``halfopen``: a popular open-source agent: every minute ``[last_end, now - 30s)``.
+
+:func:`run_sources` runs ours on several sources of one budget family at once, wired as the
+service wires them (:mod:`bench.combined`).
 """
 
 from __future__ import annotations
