@@ -18,7 +18,8 @@ label value used in metrics, so an error can be counted without inventing new la
     │       ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
     │       └── GraphNetworkError   connection refused, reset, timed out (reason: network)
     └── SinkError               a sink did not take a batch: never fatal, Delivery retries
-        └── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
+        ├── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
+        └── SinkRejected        the receiver refuses some messages for good, took the rest
 
 Beside the tree, not an error: ``Interrupted``, raised by whatever was waiting (for the
 budget, a retry, a sink) when shutdown was requested, so the source loop stops where it is.
@@ -159,4 +160,21 @@ class SinkUnavailable(SinkError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+        self.reason = reason
+
+
+class SinkRejected(SinkError):
+    """The receiver took every message of the batch except some it refuses for good.
+
+    ``refused`` holds the positions (in the batch given to the sink) of the messages the
+    receiver kept refusing, e.g. a RELP ``500`` for the same message attempt after attempt;
+    every other message of the batch was accepted. Retrying cannot deliver the refused
+    ones, so the caller accounts for them (counted under ``reason``, kept on disk) instead
+    of retrying the batch forever. ``detail`` is the receiver's own words, for the log.
+    """
+
+    def __init__(self, detail: str, *, refused: tuple[int, ...], reason: str = "refused") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.refused = refused
         self.reason = reason

@@ -1,8 +1,9 @@
-"""The syslog sink: events as RFC 5424 messages over TCP, TLS or UDP to one receiver.
+"""The syslog sink: events as RFC 5424 messages over TCP, TLS, UDP or RELP to one receiver.
 
 An adapter behind :class:`exporter.pipeline.Sink`: it formats (this sink's facility,
-hostname and the collector's PID in the header) and hands the bytes to its transport;
-retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s. Its keys
+hostname and the collector's PID in the header) and hands the bytes to its transport
+(:class:`exporter.syslog.SyslogTransport`, or :class:`exporter.relp_transport.RelpTransport`
+for ``protocol: relp``, the same message inside RELP's acknowledged frames); retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s. Its keys
 (``host``, ``port``, ``protocol``, ...) are declared here, as :data:`SYSLOG_SINK`.
 """
 
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from exporter.errors import ConfigError
 from exporter.pipeline import KeyedEvent
+from exporter.relp_transport import RelpTransport
 from exporter.syslog import FACILITIES, SyslogTransport, format_message, format_text_message
 from exporter.yamlconf import (
     Keys,
@@ -24,6 +26,7 @@ from exporter.yamlconf import (
     Values,
     choice_key,
     file_key,
+    flag_key,
     int_key,
     join_key,
     table_key,
@@ -43,13 +46,29 @@ class SyslogSettings:
     protocol: str
     framing: str
     ca_file: str | None
+    relp_tls: bool
     facility: int
     hostname: str
 
 
 def _settings(values: Values, path: str) -> SyslogSettings:
-    if values["ca_file"] and values["protocol"] != "tls":
-        raise ConfigError(join_key(path, "ca_file"), "only applies to protocol: tls")
+    """Refuse keys that would be silently ignored with the chosen protocol.
+
+    ``framing`` is syslog-over-TCP's; RELP frames each message by its own length, so the
+    default is ignored for ``relp`` but an explicit ``lf`` is refused, since it would not
+    do what it says.
+    """
+    protocol = values["protocol"]
+    if values["relp_tls"] and protocol != "relp":
+        raise ConfigError(join_key(path, "relp_tls"), "only applies to protocol: relp")
+    if values["ca_file"] and not (protocol == "tls" or values["relp_tls"]):
+        raise ConfigError(
+            join_key(path, "ca_file"), "only applies to protocol: tls or relp with relp_tls"
+        )
+    if protocol == "relp" and values["framing"] == "lf":
+        raise ConfigError(
+            join_key(path, "framing"), "does not apply to protocol: relp (RELP frames messages)"
+        )
     return SyslogSettings(**values)
 
 
@@ -57,9 +76,10 @@ SYSLOG_SINK = Kind(
     Keys(
         text_key("host", required=True),
         int_key("port", low=1, high=65535, required=True),
-        choice_key("protocol", ("tcp", "tls", "udp"), "tcp"),
+        choice_key("protocol", ("tcp", "tls", "udp", "relp"), "tcp"),
         choice_key("framing", ("octet-counting", "lf"), "octet-counting"),
         file_key("ca_file"),
+        flag_key("relp_tls", False),
         table_key("facility", FACILITIES, "local0"),
         text_key("hostname", lambda values: socket.gethostname(), required=True),
     ),
@@ -75,6 +95,21 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _transport(config: SyslogSettings) -> Transport:
+    """The transport the protocol names: RELP's acknowledged client, or plain syslog's."""
+    if config.protocol == "relp":
+        return RelpTransport(
+            host=config.host, port=config.port, tls=config.relp_tls, ca_file=config.ca_file
+        )
+    return SyslogTransport(
+        host=config.host,
+        port=config.port,
+        protocol=config.protocol,
+        framing=config.framing,
+        ca_file=config.ca_file,
+    )
+
+
 class SyslogSink:
     """One syslog receiver: its settings, formatting and transport."""
 
@@ -84,13 +119,7 @@ class SyslogSink:
         self.config = config
         self.name = name
         self.procid = str(os.getpid())
-        self.transport: Transport = transport or SyslogTransport(
-            host=config.host,
-            port=config.port,
-            protocol=config.protocol,
-            framing=config.framing,
-            ca_file=config.ca_file,
-        )
+        self.transport: Transport = transport or _transport(config)
 
     def format(self, msgid: str, item: KeyedEvent) -> bytes:
         """The RFC 5424 message for one event, with this sink's facility and hostname."""
