@@ -11,9 +11,12 @@ At most ``window`` messages are unacknowledged at any time (rsyslog's ``omrelp``
 enough to keep the connection busy, and the bound on repeats. When a batch fails half way
 (the connection breaks, the receiver closes the session, a message is answered ``500``) the
 transport remembers which messages of it the receiver did acknowledge; when ``Delivery``
-sends the same batch again, those are skipped. So a retry repeats only messages that were
-in flight, unanswered, when the connection broke: at most ``window`` of them, and only if
-the receiver took them but its answer was lost.
+sends the same batch again, those are skipped (other batches may go in between: several
+sources share the transport). So a retry repeats only messages that were in flight,
+unanswered, when the connection broke: at most ``window`` of them, and only if the receiver
+took them but its answer was lost. A message is recognised by its exact bytes, which a
+batch formats identically each time; two different events never have the same bytes, as
+the ledger keeps a second copy of an event from being sent at all.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import socket
 import ssl
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 
 from exporter import __version__
@@ -56,6 +59,44 @@ REJECT_AFTER = 3
 SOFTWARE = "siem-exporter"
 _RECV_SIZE = 65_536
 _CLOSE_TIMEOUT = 2.0
+# What the transport remembers of failed batches, in message bytes, before it forgets the
+# oldest: forgetting costs at most a repeated message, never a lost one.
+MEMORY_LIMIT = 64 * 1024 * 1024
+
+
+class _Tally:
+    """A count per message, bounded in bytes, the oldest message forgotten first."""
+
+    def __init__(self, limit: int = MEMORY_LIMIT) -> None:
+        self._counts: dict[bytes, int] = {}
+        self._size = 0
+        self._limit = limit
+
+    def count(self, message: bytes) -> int:
+        return self._counts.get(message, 0)
+
+    def add(self, message: bytes) -> None:
+        if message not in self._counts:
+            self._size += len(message)
+        self._counts[message] = self._counts.get(message, 0) + 1
+        while self._size > self._limit:
+            oldest = next(iter(self._counts))
+            self.forget(oldest)
+
+    def take(self, message: bytes) -> bool:
+        """Count ``message`` down by one; False when it was not counted at all."""
+        count = self._counts.get(message, 0)
+        if count == 0:
+            return False
+        if count == 1:
+            self.forget(message)
+        else:
+            self._counts[message] = count - 1
+        return True
+
+    def forget(self, message: bytes) -> None:
+        if self._counts.pop(message, None) is not None:
+            self._size -= len(message)
 
 
 class _Session:
@@ -105,10 +146,10 @@ class RelpTransport:
         self._reject_after = reject_after
         self._lock = threading.Lock()
         self._session: _Session | None = None
-        # Of the last batch that failed: which messages the receiver acknowledged, and how
-        # often in a row it refused each refused one.
-        self._acked_earlier: Counter[bytes] = Counter()
-        self._refusals: Counter[bytes] = Counter()
+        # Of batches that failed: the messages the receiver acknowledged all the same (not
+        # sent again when the batch is), and how often in a row it refused each refused one.
+        self._acked = _Tally()
+        self._refusals = _Tally()
 
     @property
     def endpoint(self) -> str:
@@ -155,37 +196,37 @@ class RelpTransport:
                     session.sock.close()
 
     def _deliver_locked(self, messages: Sequence[bytes]) -> None:
-        acked_before, self._acked_earlier = self._acked_earlier, Counter()
-        refusals, self._refusals = self._refusals, Counter()
-        acked: Counter[bytes] = Counter()
+        acked: list[bytes] = []
         todo: deque[int] = deque()
         for position, message in enumerate(messages):
-            if acked_before[message] > 0:
-                acked_before[message] -= 1
-                acked[message] += 1
+            if self._acked.take(message):
+                acked.append(message)
             else:
                 todo.append(position)
         refused: dict[int, str] = {}
         try:
             self._exchange(messages, todo, acked, refused)
         except BaseException:
-            self._acked_earlier, self._refusals = acked, refusals
+            self._remember(acked)
             raise
         if refused:
-            self._acked_earlier = acked
-            self._refuse(messages, refused, refusals)
+            self._remember(acked)
+            self._refuse(messages, refused)
 
-    def _refuse(
-        self, messages: Sequence[bytes], refused: dict[int, str], refusals: Counter[bytes]
-    ) -> None:
+    def _remember(self, acked: list[bytes]) -> None:
+        """The batch failed: keep what the receiver took, so its retry does not send it again."""
+        for message in acked:
+            self._acked.add(message)
+
+    def _refuse(self, messages: Sequence[bytes], refused: dict[int, str]) -> None:
         """Raise for a batch the receiver answered ``500`` in part: retry, or give those up."""
         for message in {messages[position] for position in refused}:
-            self._refusals[message] = refusals[message] + 1
+            self._refusals.add(message)
         answer = next(iter(refused.values()))
         permanent = tuple(
             position
             for position in refused
-            if self._refusals[messages[position]] >= self._reject_after
+            if self._refusals.count(messages[position]) >= self._reject_after
         )
         if len(permanent) == len(refused):
             raise SinkRejected(
@@ -202,7 +243,7 @@ class RelpTransport:
         self,
         messages: Sequence[bytes],
         todo: deque[int],
-        acked: Counter[bytes],
+        acked: list[bytes],
         refused: dict[int, str],
     ) -> None:
         """Keep up to ``window`` messages in flight until every one of ``todo`` is answered."""
@@ -223,7 +264,8 @@ class RelpTransport:
                     raise RelpProtocolError(f"answer to transaction {frame.txnr}, not in flight")
                 response = parse_response(frame.data)
                 if response.ok:
-                    acked[messages[position]] += 1
+                    acked.append(messages[position])
+                    self._refusals.forget(messages[position])
                 else:
                     refused[position] = f"{response.code} {response.text}"
             if session.server_closing and (todo or in_flight):

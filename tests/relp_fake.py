@@ -103,7 +103,20 @@ class FakeRelpServer:
                         answered += 1
                         if answered == self.behaviour.serverclose_after:
                             conn.sendall(encode_frame(0, SERVERCLOSE))
+                            _linger(conn)
                             return
 
     def close(self) -> None:
         self._server.close()
+
+
+def _linger(conn: socket.socket) -> None:
+    """Close our side but read until the client closes: closing with unread bytes would
+    reset the connection, and a reset can discard the serverclose hint before it is read."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(2.0)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
