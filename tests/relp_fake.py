@@ -30,8 +30,8 @@ OPEN_OK = b"200 OK\nrelp_version=0\nrelp_software=fake,1\ncommands=syslog"
 class Behaviour:
     """What the receiver does; each hook gets the message (or offers) it is about to answer.
 
-    ``answer`` returns the rsp text for a message (``b"200 OK"``, ``b"500 no"``), or None to
-    cut the connection instead of answering; ``open_answer`` is the rsp data for ``open``.
+    ``answer`` returns the rsp text for a message (``b"200 OK"``, ``b"500 no"``), ``b""`` to
+    take it without answering (as if the answer were lost), or None to cut the connection; ``open_answer`` is the rsp data for ``open``.
     ``serverclose_after`` sends ``serverclose`` and closes after that many answers.
     """
 
@@ -96,9 +96,11 @@ class FakeRelpServer:
                         answer = self.behaviour.answer(frame.data)
                         if answer is None:
                             return
-                        if answer.startswith(b"200"):
+                        if answer.startswith(b"200") or not answer:
                             with self._lock:
                                 self.accepted.append(frame.data)
+                        if not answer:
+                            continue
                         conn.sendall(encode_frame(frame.txnr, b"rsp", answer))
                         answered += 1
                         if answered == self.behaviour.serverclose_after:

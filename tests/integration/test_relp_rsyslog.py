@@ -120,6 +120,21 @@ def test_relp_over_tls_refuses_a_certificate_for_another_host() -> None:
         assert receiver.messages() == []
 
 
+def test_the_pitfall_imrelp_truncates_an_oversized_frame_and_still_answers_200() -> None:
+    """Why docs/reliability.md says to set maxDataSize (and maxMessageSize) above the
+    largest event: a bigger one is acknowledged, and cut. Not something the client can see."""
+    with RsyslogReceiver(protocol="relp") as receiver:
+        big = encode(event(1, blob="y" * 700_000))
+        transport = relp_to(receiver)
+        try:
+            transport.deliver([big, encode(event(2))])  # accepted: both answered 200
+        finally:
+            transport.close()
+        (_, cut), (_, whole) = receiver.messages()
+    assert len(cut) < len(msg_part(big)) and msg_part(big).startswith(cut)
+    assert json.loads(whole)["id"].endswith("2")
+
+
 def deliver_until_accepted(deliver: Callable[[Sequence[bytes]], None], batch: list[bytes]) -> int:
     """What ``Delivery`` does: retry the batch until the sink accepts it; the failures."""
     failures = 0

@@ -79,6 +79,26 @@ def test_a_broken_connection_fails_the_batch_and_the_retry_repeats_only_the_wind
     assert server.connections == 2
 
 
+def test_what_a_retry_repeats_is_at_most_the_window(server: FakeRelpServer) -> None:
+    """The worst case: the receiver took a whole window of messages and every answer was
+    lost. Those, and only those, arrive twice."""
+    calls = Counter[str]()
+
+    def answer(message: bytes) -> bytes:
+        calls["n"] += 1
+        return b"" if 50 < calls["n"] <= 58 else b"200 OK"
+
+    server.behaviour = Behaviour(answer=answer)
+    transport = RelpTransport(host="127.0.0.1", port=server.port, window=8, ack_timeout=0.5)
+    batch = messages(200)
+    with pytest.raises(SinkUnavailable, match="no answer"):
+        transport.deliver(batch)
+    transport.deliver(batch)
+    repeats = Counter(server.accepted)
+    assert set(repeats) == set(batch)
+    assert sum(n - 1 for n in repeats.values()) == 8
+
+
 def test_another_sources_batch_in_between_does_not_make_the_retry_repeat_more(
     server: FakeRelpServer,
 ) -> None:
