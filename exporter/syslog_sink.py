@@ -46,9 +46,9 @@ class SyslogSettings:
     protocol: str
     framing: str
     ca_file: str | None
-    relp_tls: bool
     facility: int
     hostname: str
+    relp_tls: bool = False
 
 
 def _settings(values: Values, path: str) -> SyslogSettings:
