@@ -59,6 +59,7 @@ REJECT_AFTER = 3
 SOFTWARE = "siem-exporter"
 _RECV_SIZE = 65_536
 _CLOSE_TIMEOUT = 2.0
+_BURST_BYTES = 256 * 1024
 # What the transport remembers of failed batches, in message bytes, before it forgets the
 # oldest: forgetting costs at most a repeated message, never a lost one.
 MEMORY_LIMIT = 64 * 1024 * 1024
@@ -251,13 +252,19 @@ class RelpTransport:
         in_flight: dict[int, int] = {}
         while todo or in_flight:
             if todo and len(in_flight) < self._window:
-                burst = []
-                while todo and len(in_flight) < self._window:
+                # Fill the window before waiting for answers, in writes of a bounded size:
+                # the socket timeout covers each whole write, and the answers are a few
+                # bytes each, so they wait in our receive buffer meanwhile.
+                burst: list[bytes] = []
+                size = 0
+                while todo and len(in_flight) < self._window and size < _BURST_BYTES:
                     position = todo.popleft()
                     txnr = session.number()
                     in_flight[txnr] = position
                     burst.append(encode_frame(txnr, SYSLOG, messages[position]))
+                    size += len(burst[-1])
                 session.sock.sendall(b"".join(burst))
+                continue
             for frame in self._receive(session):
                 position = in_flight.pop(frame.txnr, -1)
                 if position < 0:
