@@ -33,6 +33,25 @@ def messages(count: int, start: int = 0) -> list[bytes]:
     ]
 
 
+def deliver_within(transport: RelpTransport, batch: list[bytes], seconds: float = 10.0) -> None:
+    """``deliver``, but a transport that never returns fails the test instead of hanging it."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            transport.deliver(batch)
+            outcome.append(None)
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"deliver did not return within {seconds}s"
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def test_a_batch_is_delivered_in_order_and_the_session_is_reused(server: FakeRelpServer) -> None:
     transport = transport_to(server)
     batch = messages(300)
@@ -72,7 +91,7 @@ def test_a_broken_connection_fails_the_batch_and_the_retry_repeats_only_the_wind
     transport = transport_to(server, window=8)
     batch = messages(200)
     with pytest.raises(SinkUnavailable, match=r"closed by receiver|reset"):
-        transport.deliver(batch)
+        deliver_within(transport, batch)
     transport.deliver(batch)
     assert sorted(server.accepted) == sorted(batch)
     assert all(count == 1 for count in Counter(server.accepted).values())
