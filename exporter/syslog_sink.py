@@ -1,8 +1,9 @@
-"""The syslog sink: events as RFC 5424 messages over TCP, TLS or UDP to one receiver.
+"""The syslog sink: events as RFC 5424 messages over TCP, TLS, UDP or RELP to one receiver.
 
 An adapter behind :class:`exporter.pipeline.Sink`: it formats (this sink's facility,
-hostname and the collector's PID in the header) and hands the bytes to its transport;
-retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s. Its keys
+hostname and the collector's PID in the header) and hands the bytes to its transport
+(:class:`exporter.syslog.SyslogTransport`, or :class:`exporter.relp_transport.RelpTransport`
+for ``protocol: relp``, the same message inside RELP's acknowledged frames); retries, backoff, metrics and health are :class:`exporter.delivery.Delivery`'s. Its keys
 (``host``, ``port``, ``protocol``, ...) are declared here, as :data:`SYSLOG_SINK`.
 """
 
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from exporter.errors import ConfigError
 from exporter.pipeline import KeyedEvent, Refusal
+from exporter.relp_transport import RelpTransport
 from exporter.syslog import (
     FACILITIES,
     MAX_UDP_DATAGRAM,
@@ -30,6 +32,7 @@ from exporter.yamlconf import (
     Values,
     choice_key,
     file_key,
+    flag_key,
     int_key,
     join_key,
     table_key,
@@ -52,6 +55,7 @@ class SyslogSettings:
     facility: int
     hostname: str
     max_message_size: int | None = None
+    relp_tls: bool = False
 
     @property
     def message_limit(self) -> int | None:
@@ -63,8 +67,23 @@ class SyslogSettings:
 
 
 def _settings(values: Values, path: str) -> SyslogSettings:
-    if values["ca_file"] and values["protocol"] != "tls":
-        raise ConfigError(join_key(path, "ca_file"), "only applies to protocol: tls")
+    """Refuse keys that would be silently ignored with the chosen protocol.
+
+    ``framing`` is syslog-over-TCP's; RELP frames each message by its own length, so the
+    default is ignored for ``relp`` but an explicit ``lf`` is refused, since it would not
+    do what it says.
+    """
+    protocol = values["protocol"]
+    if values["relp_tls"] and protocol != "relp":
+        raise ConfigError(join_key(path, "relp_tls"), "only applies to protocol: relp")
+    if values["ca_file"] and not (protocol == "tls" or values["relp_tls"]):
+        raise ConfigError(
+            join_key(path, "ca_file"), "only applies to protocol: tls or relp with relp_tls"
+        )
+    if protocol == "relp" and values["framing"] == "lf":
+        raise ConfigError(
+            join_key(path, "framing"), "does not apply to protocol: relp (RELP frames messages)"
+        )
     return SyslogSettings(**values)
 
 
@@ -72,9 +91,10 @@ SYSLOG_SINK = Kind(
     Keys(
         text_key("host", required=True),
         int_key("port", low=1, high=65535, required=True),
-        choice_key("protocol", ("tcp", "tls", "udp"), "tcp"),
+        choice_key("protocol", ("tcp", "tls", "udp", "relp"), "tcp"),
         choice_key("framing", ("octet-counting", "lf"), "octet-counting"),
         file_key("ca_file"),
+        flag_key("relp_tls", False),
         table_key("facility", FACILITIES, "local0"),
         text_key("hostname", lambda values: socket.gethostname(), required=True),
         int_key("max_message_size", low=480, high=1 << 30),
@@ -86,9 +106,26 @@ SYSLOG_SINK = Kind(
 class Transport(Protocol):
     """Puts formatted messages on the wire; raises ``SinkError`` when it could not."""
 
-    def deliver(self, messages: Sequence[bytes]) -> None: ...
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
+        """Send; return the messages (by position) refused for good, which no retry sends."""
+        ...
 
     def close(self) -> None: ...
+
+
+def _transport(config: SyslogSettings) -> Transport:
+    """The transport the protocol names: RELP's acknowledged client, or plain syslog's."""
+    if config.protocol == "relp":
+        return RelpTransport(
+            host=config.host, port=config.port, tls=config.relp_tls, ca_file=config.ca_file
+        )
+    return SyslogTransport(
+        host=config.host,
+        port=config.port,
+        protocol=config.protocol,
+        framing=config.framing,
+        ca_file=config.ca_file,
+    )
 
 
 class SyslogSink:
@@ -100,13 +137,7 @@ class SyslogSink:
         self.config = config
         self.name = name
         self.procid = str(os.getpid())
-        self.transport: Transport = transport or SyslogTransport(
-            host=config.host,
-            port=config.port,
-            protocol=config.protocol,
-            framing=config.framing,
-            ca_file=config.ca_file,
-        )
+        self.transport: Transport = transport or _transport(config)
 
     def format(self, msgid: str, item: KeyedEvent) -> bytes:
         """The RFC 5424 message for one event, with this sink's facility and hostname."""
@@ -132,25 +163,25 @@ class SyslogSink:
         )
 
     def send_batch(self, source: str, batch: Sequence[KeyedEvent]) -> list[Refusal]:
-        """Send the batch, MSGID the source's name; raises ``SinkError`` unless all went.
+        """Send the batch, MSGID the source's name; raises ``SinkError`` unless all went
+        that can go.
 
         A message above :attr:`SyslogSettings.message_limit` is refused, not sent: a
         receiver would truncate or split it (rsyslog does, and still takes it), and a UDP
-        datagram that large cannot be sent at all.
+        datagram that large cannot be sent at all. The transport may refuse others for
+        good (a RELP receiver answering ``500`` again and again).
         """
         limit = self.config.message_limit
         messages = [self.format(source, item) for item in batch]
-        if limit is None:
-            self.transport.deliver(messages)
-            return []
         refused = [
             Refusal(i, "too_large", f"message of {len(m)} bytes exceeds the limit of {limit}")
             for i, m in enumerate(messages)
-            if len(m) > limit
+            if limit is not None and len(m) > limit
         ]
-        if refused:
-            messages = [m for m in messages if len(m) <= limit]
-        self.transport.deliver(messages)
+        too_large = {refusal.index for refusal in refused}
+        sent = [i for i in range(len(messages)) if i not in too_large]
+        for refusal in self.transport.deliver([messages[i] for i in sent]):
+            refused.append(Refusal(sent[refusal.index], refusal.reason, refusal.detail))
         return refused
 
     def send_warning(self, text: str, timestamp: datetime) -> None:

@@ -22,9 +22,11 @@ from exporter.deadletter import DeadLetters
 from exporter.delivery import Delivery
 from exporter.errors import Interrupted, SinkUnavailable, StateError
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import KeyedEvent
+from exporter.pipeline import KeyedEvent, Refusal
+from exporter.relp_transport import RelpTransport
 from exporter.syslog import MAX_UDP_DATAGRAM
 from exporter.syslog_sink import SyslogSettings, SyslogSink
+from tests.relp_fake import Behaviour, FakeRelpServer
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -37,11 +39,12 @@ class ScriptedTransport:
         self.accepted: list[list[bytes]] = []
         self.attempts = 0
 
-    def deliver(self, messages: Sequence[bytes]) -> None:
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
         self.attempts += 1
         if self.attempts <= self.refusals:
             raise SinkUnavailable("scripted refusal")
         self.accepted.append(list(messages))
+        return ()
 
     def close(self) -> None:
         return
@@ -63,7 +66,7 @@ class StoppingClock(ManualClock):
 
 def sink(
     name: str,
-    transport: ScriptedTransport,
+    transport: ScriptedTransport | RelpTransport,
     *,
     protocol: str = "tcp",
     max_message_size: int | None = None,
@@ -266,3 +269,37 @@ def test_a_refused_event_that_cannot_be_kept_stops_delivery_instead_of_vanishing
     with pytest.raises(StateError, match="dead-letter file"):
         delivery.send("signins", big_batch([MAX_UDP_DATAGRAM]))
     assert sample(registry, "events_sent_total", source="signins", sink="a") is None
+
+
+def test_a_message_a_relp_receiver_refuses_again_and_again_is_kept_and_the_rest_flows(
+    tmp_path: Path,
+) -> None:
+    """The receiver's ``500`` for one message ends, after three tries, in the dead-letter
+    file under ``refused``; a message too large is refused before it is sent, and the
+    positions of both map back to the right events of the batch."""
+    server = FakeRelpServer()
+    server.behaviour = Behaviour(
+        answer=lambda m: b"500 no" if b'"event-3"' in m else b"200 OK",
+    )
+    transport = RelpTransport(host="127.0.0.1", port=server.port, ack_timeout=2.0)
+    letters = DeadLetters(tmp_path / "dead.jsonl", 1 << 20)
+    clock = StoppingClock(stop_after=10)
+    delivery, registry, _ = delivery_for(
+        [sink("a", transport, protocol="relp", max_message_size=4000)], clock, letters
+    )
+    events = big_batch([5000, 100, 100, 100, 100])
+    delivery.send("signins", events)
+    transport.close()
+
+    ids = sorted(json.loads(m.split(b" - ", 1)[1])["id"] for m in server.accepted)
+    assert ids == ["event-1", "event-2", "event-4"], "each accepted message once"
+    assert len(clock.sleeps) == 2, "retried until refused three times in a row"
+    assert sample(registry, "events_rejected_total", sink="a", reason="refused") == 1
+    assert sample(registry, "events_rejected_total", sink="a", reason="too_large") == 1
+    assert sample(registry, "events_sent_total", source="signins", sink="a") == 3
+    lines = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert sorted((x["id"], x["reason"]) for x in lines) == [
+        ("event-0", "too_large"),
+        ("event-3", "refused"),
+    ]
+    assert any("500 no" in x["detail"] for x in lines)
