@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# siem-exporter container image. Not built in CI (no Docker engine there); build with
+# siem-exporter container image. Build with
 #   docker build -t siem-exporter:0.1.0 .
+# or, without a Docker engine, with scripts/build-image (buildah), as CI does. PYTHON_IMAGE
+# may be any Debian-based Python 3.11 image with pip; the script passes one it makes from
+# Debian packages, since CI reaches no image registry.
 # The build stage turns the project and its dependencies into wheels; the final stage
 # installs only those wheels, so no compiler or build backend reaches the image.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.best import best_latencies
@@ -47,6 +47,7 @@ from bench.strategies import (
     OURS,
     REQUEST_SECONDS,
     STRATEGIES,
+    RunStats,
     World,
 )
 
@@ -155,26 +156,54 @@ def _mean_backlog(
     return round(sum(samples) / len(samples))
 
 
-def score(
-    world: World,
-    volume: str,
-    strategy: str,
-    requests: int,
-    throttled: int,
-    blocked: float,
-    guaranteed: float | None,
-    sla: float,
-    wall: float,
-    requests_by_tier: tuple[tuple[str, int], ...] = (),
-) -> Outcome:
+@dataclass(slots=True)
+class Measure:
+    """What reached the SIEM against the ground truth, before it is summarised.
+
+    Apart from :class:`Outcome` so that a combined run can pool its sources' events into one
+    score (quantiles do not add up, the events do).
+    """
+
+    start: float
+    end: float
+    eligible: int = 0
+    delivered_late: int = 0
+    never_delivered: int = 0
+    slow: int = 0
+    lost_within_guarantee: int = 0
+    release_max: float | None = None
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    late_latencies: list[float] = field(default_factory=list)
+    visible_at: list[float] = field(default_factory=list)
+    delivered_at: list[float] = field(default_factory=list)
+
+    def merge(self, other: Measure) -> Measure:
+        """Both sources' events as one stream (same horizon)."""
+        releases = [r for r in (self.release_max, other.release_max) if r is not None]
+        return Measure(
+            self.start,
+            self.end,
+            self.eligible + other.eligible,
+            self.delivered_late + other.delivered_late,
+            self.never_delivered + other.never_delivered,
+            self.slow + other.slow,
+            self.lost_within_guarantee + other.lost_within_guarantee,
+            max(releases) if releases else None,
+            self.sent + other.sent,
+            self.latencies + other.latencies,
+            self.late_latencies + other.late_latencies,
+            self.visible_at + other.visible_at,
+            self.delivered_at + other.delivered_at,
+        )
+
+
+def measure(world: World, sla: float, guaranteed: float | None) -> Measure:
     """Compare what reached the SIEM with the ground truth; one pass over the events."""
     events = world.events
     horizon = events.end
-    eligible = late = never = slow = lost_guaranteed = 0
-    latencies: list[float] = []
-    late_latencies: list[float] = []
+    m = Measure(events.start, events.end, sent=world.log.sent)
     released_at = events.incident[1] if events.incident else None
-    release_max: float | None = None
     for time_us, available, first in zip(
         events.times, events.available, world.log.first, strict=True
     ):
@@ -182,52 +211,75 @@ def score(
             raise AssertionError("an event was delivered before it was visible: model bug")
         if available > horizon:
             continue
-        eligible += 1
+        m.eligible += 1
         lost = not first or first - available > sla
         if not first:
-            never += 1
+            m.never_delivered += 1
         else:
-            latencies.append(first - available)
+            m.latencies.append(first - available)
             if available - time_us / 1e6 > LATE_BEYOND:
-                late_latencies.append(first - available)
+                m.late_latencies.append(first - available)
             if available == released_at:
-                release_max = max(release_max or 0.0, first - available)
-            late += lost
-            slow += first - available > SLOW
+                m.release_max = max(m.release_max or 0.0, first - available)
+            m.delivered_late += lost
+            m.slow += first - available > SLOW
         if lost and guaranteed is not None and available - time_us / 1e6 <= guaranteed:
-            lost_guaranteed += 1
-    delivered_at = sorted(first for first in world.log.first if first)
-    visible_at = sorted(events.available)
-    latencies.sort()
-    late_latencies.sort()
-    early = events.start + BACKLOG_EARLY * (events.end - events.start)
+            m.lost_within_guarantee += 1
+    m.delivered_at = [first for first in world.log.first if first]
+    m.visible_at = list(events.available)
+    return m
+
+
+def summarise(
+    m: Measure,
+    volume: str,
+    profile: str,
+    strategy: str,
+    stats: RunStats,
+    wall: float,
+) -> Outcome:
+    """The figures of one table row."""
+    delivered_at = sorted(m.delivered_at)
+    visible_at = sorted(m.visible_at)
+    latencies = sorted(m.latencies)
+    late_latencies = sorted(m.late_latencies)
+    early = m.start + BACKLOG_EARLY * (m.end - m.start)
+    guaranteed = stats.guaranteed_lateness
     return Outcome(
         volume=volume,
-        profile=events.profile.name,
+        profile=profile,
         strategy=strategy,
-        eligible=eligible,
-        delivered_late=late,
-        never_delivered=never,
-        slow=slow,
-        duplicates=world.log.sent - len(delivered_at),
+        eligible=m.eligible,
+        delivered_late=m.delivered_late,
+        never_delivered=m.never_delivered,
+        slow=m.slow,
+        duplicates=m.sent - len(delivered_at),
         unique=len(delivered_at),
-        requests=requests,
-        throttled=throttled,
-        blocked=blocked,
+        requests=stats.requests,
+        throttled=stats.throttled,
+        blocked=stats.blocked,
         backlog_early=_mean_backlog(visible_at, delivered_at, early, BACKLOG_SPAN),
-        backlog_late=_mean_backlog(visible_at, delivered_at, events.end, BACKLOG_SPAN),
+        backlog_late=_mean_backlog(visible_at, delivered_at, m.end, BACKLOG_SPAN),
         latency_p50=_quantile(latencies, 0.5),
         latency_p99=_quantile(latencies, 0.99),
         latency_p999=_quantile(latencies, 0.999),
         latency_max=latencies[-1] if latencies else None,
         late_p99=_quantile(late_latencies, 0.99),
         late_max=late_latencies[-1] if late_latencies else None,
-        release_max=release_max,
+        release_max=m.release_max,
         guaranteed_lateness=guaranteed,
-        lost_within_guarantee=None if guaranteed is None else lost_guaranteed,
+        lost_within_guarantee=None if guaranteed is None else m.lost_within_guarantee,
         wall_seconds=wall,
-        requests_by_tier=requests_by_tier,
+        requests_by_tier=stats.requests_by_tier,
     )
+
+
+def score(
+    world: World, volume: str, strategy: str, stats: RunStats, sla: float, wall: float
+) -> Outcome:
+    """One strategy's run on one source, scored."""
+    m = measure(world, sla, stats.guaranteed_lateness)
+    return summarise(m, volume, world.events.profile.name, strategy, stats, wall)
 
 
 def run_one(events: Events, volume: str, strategy: str, sla: float = DEFAULT_SLA) -> Outcome:
@@ -236,18 +288,7 @@ def run_one(events: Events, volume: str, strategy: str, sla: float = DEFAULT_SLA
     started = time.perf_counter()
     stats = STRATEGIES[strategy](world)
     wall = time.perf_counter() - started
-    return score(
-        world,
-        volume,
-        strategy,
-        stats.requests,
-        stats.throttled,
-        stats.blocked,
-        stats.guaranteed_lateness,
-        sla,
-        wall,
-        stats.requests_by_tier,
-    )
+    return score(world, volume, strategy, stats, sla, wall)
 
 
 def run_profile(
@@ -277,6 +318,12 @@ def run_profile(
             flush=True,
         )
     return outcomes
+
+
+def keeps_up(outcome: Outcome, floor: float = 1.0) -> bool:
+    """The backlog at the horizon's end is within ``KEEPS_UP_SLACK`` of the early one, or
+    at most ``floor`` (a low-volume source's backlog is a handful of events, mere noise)."""
+    return outcome.backlog_late <= max(outcome.backlog_early * (1 + KEEPS_UP_SLACK), floor)
 
 
 def _percent(part: int, whole: int) -> str:
@@ -354,7 +401,7 @@ def verdicts(volume: str, outcomes: Sequence[Outcome]) -> list[str]:
         if heavy:
             check(
                 f"{tag} keeps up (late backlog within {KEEPS_UP_SLACK:.0%} of the early one)",
-                o.backlog_late <= max(o.backlog_early * (1 + KEEPS_UP_SLACK), 1),
+                keeps_up(o),
                 f"backlog {o.backlog_early} -> {o.backlog_late}",
             )
         for label, figure, target in _latency_targets(volume, o):
@@ -472,7 +519,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="100k/day, a 12 h horizon, a 1 h drain; tables named *-smoke",
     )
+    parser.add_argument(
+        "--mix",
+        help="events a day of interactive, non-interactive, service-principal and directory-"
+        "audit events, e.g. 1M,5M,1M,100k: ours on four sources sharing one budget "
+        "(--volumes and --strategies ignored; default horizon half a day); writes "
+        "completeness-combined.md",
+    )
     args = parser.parse_args(argv)
+    if args.mix is not None:
+        from bench.combined import run_command  # it builds on this module: imported late
+
+        return run_command(parser, args)
     try:
         volumes = _parse_list(args.volumes, list(VOLUMES), "volume")
         profiles = _parse_list(args.profiles, list(PROFILES), "profile")

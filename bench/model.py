@@ -12,7 +12,8 @@ Semantics follow Graph: ``$filter`` on the event time with ``ge`` and an optiona
 first, the result set fixed when the first page is requested (an event that becomes visible
 while a query is being paged does not join it), and a budget of ``requests`` per sliding
 ``per`` seconds per tenant: a request over it is answered 429 with an integer Retry-After and
-does not consume the budget. The lateness of each event comes from
+does not consume the budget; several sources, each a model over its own events, may share one
+:class:`Throttle` and one :class:`TurnClock`. The lateness of each event comes from
 :class:`exporter.sim.timeline.LatenessModel`; a profile may add an incident, a stretch in
 which nothing becomes visible and everything held back appears at its end.
 """
@@ -20,12 +21,14 @@ which nothing becomes visible and everything held back appears at its end.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import math
 import random
 import threading
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -219,8 +222,37 @@ class Reply:
     retry_after: float = 0.0
 
 
+class Throttle:
+    """One tenant's budget: ``requests`` per sliding ``per`` seconds, whoever sends them.
+
+    Apart from :class:`GraphModel` so that several sources (each its own model over its own
+    events) can draw from one budget, as Graph's identity reports do.
+    """
+
+    def __init__(self, clock: Callable[[], float], requests: int = 5, per: float = 10.0) -> None:
+        self.clock = clock
+        self.limit = requests
+        self.per = per
+        self._accepted: deque[float] = deque()
+
+    def admit(self) -> float:
+        """0 when the request fits the sliding window, else Retry-After (whole seconds)."""
+        now = self.clock()
+        accepted = self._accepted
+        while accepted and accepted[0] <= now - self.per:
+            accepted.popleft()
+        if len(accepted) >= self.limit:
+            return float(max(1, math.ceil(accepted[0] + self.per - now)))
+        accepted.append(now)
+        return 0.0
+
+
 class GraphModel:
-    """The API of one tenant: filtered, paged, snapshot-consistent, throttled."""
+    """The API of one tenant: filtered, paged, snapshot-consistent, throttled.
+
+    ``throttle`` is the tenant's budget when several sources share it; by default the model
+    has one of its own. ``ok`` and ``throttled`` count this source's requests only.
+    """
 
     def __init__(
         self,
@@ -229,28 +261,23 @@ class GraphModel:
         requests: int = 5,
         per: float = 10.0,
         page_size: int = 1000,
+        throttle: Throttle | None = None,
     ) -> None:
         self.events = events
         self.clock = clock
-        self.limit = requests
-        self.per = per
         self.page_size = page_size
-        self._accepted: deque[float] = deque()
+        self.throttle = throttle or Throttle(clock, requests, per)
         self.ok = 0
         self.throttled = 0
 
     def _admit(self) -> float:
-        """0 when the request fits the sliding window, else Retry-After (whole seconds)."""
-        now = self.clock()
-        accepted = self._accepted
-        while accepted and accepted[0] <= now - self.per:
-            accepted.popleft()
-        if len(accepted) >= self.limit:
+        """0 when the request fits the budget, else Retry-After; counted either way."""
+        retry_after = self.throttle.admit()
+        if retry_after:
             self.throttled += 1
-            return float(max(1, math.ceil(accepted[0] + self.per - now)))
-        accepted.append(now)
-        self.ok += 1
-        return 0.0
+        else:
+            self.ok += 1
+        return retry_after
 
     def query(
         self,
@@ -319,3 +346,79 @@ class BenchClock(ManualClock):
             self.stop.set()
             return True
         return super().sleep(seconds)
+
+
+class TurnClock:
+    """Virtual time for several threads that take turns: runs are deterministic for a seed.
+
+    Each source runs its real :class:`exporter.collector.SourceLoop` in a thread of its own,
+    as the service does, but only the thread holding the turn runs. A thread that sleeps
+    queues its wake-up time and hands the turn to the earliest wake-up (ties in the order the
+    sleeps were asked), which sets the clock to that time. So the interleaving of the loops,
+    their draws on the shared budget and every figure depend on the seed alone, never on the
+    host's thread scheduler, and virtual time moves only when every loop is asleep.
+
+    The run ends when the earliest wake-up reaches ``end``: ``stop`` is set and every queued
+    thread is woken, still one at a time, with ``sleep`` returning True from then on.
+    Only the holder of the turn touches the queue, so it needs no lock; the hand-over
+    through :class:`threading.Event` orders memory between the threads.
+    """
+
+    def __init__(self, start: float, end: float, stop: threading.Event) -> None:
+        self._now = start
+        self.end = end
+        self.stop = stop
+        self._queue: list[tuple[float, int, threading.Event]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> bool:
+        if self.stop.is_set():
+            return True
+        turn = threading.Event()
+        heapq.heappush(self._queue, (self._now + max(0.0, seconds), next(self._order), turn))
+        self._hand_on()
+        turn.wait()
+        return self.stop.is_set()
+
+    def run(self, bodies: Sequence[Callable[[], None]]) -> None:
+        """Run each body in a thread of its own, taking turns, until every one has returned.
+
+        The first exception a body raised is raised here once all have ended.
+        """
+        failures: list[BaseException] = []
+
+        def take_turns(body: Callable[[], None], turn: threading.Event) -> None:
+            turn.wait()
+            try:
+                body()
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures.append(exc)
+                self.stop.set()
+            finally:
+                self._hand_on()
+
+        threads = []
+        for body in bodies:
+            turn = threading.Event()
+            heapq.heappush(self._queue, (self._now, next(self._order), turn))
+            threads.append(threading.Thread(target=take_turns, args=(body, turn)))
+        for thread in threads:
+            thread.start()
+        self._hand_on()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+
+    def _hand_on(self) -> None:
+        """Give the turn to the earliest wake-up; at ``end``, stop the run."""
+        if not self._queue:
+            return
+        wake, _, turn = heapq.heappop(self._queue)
+        if wake >= self.end:
+            self.stop.set()
+        self._now = max(self._now, min(wake, self.end))
+        turn.set()

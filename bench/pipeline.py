@@ -1,4 +1,5 @@
-"""The pipeline benchmark: simulated Graph over HTTPS -> the real collector -> a TCP receiver.
+"""The pipeline benchmark: simulated Graph over HTTPS -> the real collector -> a TCP receiver
+(plain syslog, or RELP with ``--protocol relp``, every message acknowledged).
 
 Three real processes, as in production: the simulated tenant (a child process holding a
 custom :class:`~exporter.sim.Scenario` whose whole history of N sign-ins is visible and
@@ -13,7 +14,7 @@ whether every event arrived exactly once. The baseline, measured in the same run
 same sim: the same pages fetched and parsed directly with ``requests``, no collector; it
 shows what share of the wall time the collector itself adds.
 
-    python -m bench.pipeline [--events N] [--runs R] [--tenant-scale] [--smoke]
+    python -m bench.pipeline [--events N] [--runs R] [--tenant-scale] [--protocol relp] [--smoke]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bench.common import (
     peak_rss_bytes,
     write_table,
 )
+from exporter.relp import CLOSE, OPEN, SYSLOG, FrameParser, encode_frame
 
 HISTORY_SECONDS = 3600.0
 PAGE_SIZE = 1000
@@ -141,6 +143,8 @@ class FrameCounter:
     this machine can run; ids are the sign-in GUIDs, the first ``"id"`` of each message.
     """
 
+    protocol = "tcp"
+
     def __init__(self) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
@@ -169,7 +173,7 @@ class FrameCounter:
 
     def _count(self, buffer: bytearray) -> int:
         """Count the complete frames at the start of ``buffer``; returns the bytes they take."""
-        position, frames, ids = 0, 0, []
+        position, ids = 0, []
         while True:
             space = buffer.find(b" ", position, position + 12)
             if space < 0:
@@ -179,16 +183,18 @@ class FrameCounter:
                 break
             start = buffer.find(_ID_FIELD, space, end) + len(_ID_FIELD)
             ids.append(bytes(buffer[start : start + _GUID_LENGTH]))
-            frames += 1
             position = end
-        if frames:
+        self._record(ids)
+        return position
+
+    def _record(self, ids: list[bytes]) -> None:
+        if ids:
             now = time.monotonic()
             with self._lock:
-                self.frames += frames
+                self.frames += len(ids)
                 self.ids.update(ids)
                 self.first_frame_at = self.first_frame_at or now
                 self.last_frame_at = now
-        return position
 
     def reset(self) -> None:
         with self._lock:
@@ -198,6 +204,32 @@ class FrameCounter:
 
     def close(self) -> None:
         self._server.close()
+
+
+class RelpFrameCounter(FrameCounter):
+    """The same counter speaking RELP's receiving side: it accepts the session and answers
+    every ``syslog`` frame ``200`` at once, so the collector pays for acknowledged delivery
+    (framing, the window, waiting for answers) and the receiver is still never the limit."""
+
+    protocol = "relp"
+    _OPEN_ANSWER = b"200 OK\nrelp_version=0\nrelp_software=bench\ncommands=syslog"
+
+    def _read(self, client: socket.socket) -> None:
+        parser = FrameParser(max_data=1 << 30)
+        with client:
+            while chunk := client.recv(1 << 20):
+                answers, ids = [], []
+                for frame in parser.feed(chunk):
+                    if frame.command == SYSLOG:
+                        start = frame.data.find(_ID_FIELD) + len(_ID_FIELD)
+                        ids.append(frame.data[start : start + _GUID_LENGTH])
+                        answers.append(encode_frame(frame.txnr, b"rsp", b"200 OK"))
+                    elif frame.command == OPEN:
+                        answers.append(encode_frame(frame.txnr, b"rsp", self._OPEN_ANSWER))
+                    elif frame.command == CLOSE:
+                        answers.append(encode_frame(frame.txnr, b"rsp"))
+                self._record(ids)
+                client.sendall(b"".join(answers))
 
 
 @dataclass(frozen=True)
@@ -219,7 +251,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _collector_config(sim: SimInfo, workdir: Path, syslog_port: int, metrics_port: int) -> Path:
+def _collector_config(
+    sim: SimInfo, workdir: Path, syslog_port: int, metrics_port: int, protocol: str
+) -> Path:
     secret = workdir / "client-secret"
     secret.write_text(sim.client_secret, encoding="utf-8")
     config = {
@@ -245,8 +279,7 @@ def _collector_config(sim: SimInfo, workdir: Path, syslog_port: int, metrics_por
                 "type": "syslog",
                 "host": "127.0.0.1",
                 "port": syslog_port,
-                "protocol": "tcp",
-                "framing": "octet-counting",
+                "protocol": protocol,
             }
         ],
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
@@ -276,7 +309,7 @@ def run_collector(
     """Launch a collector with an empty ledger and wait until it delivered and completed the poll."""
     workdir.mkdir(parents=True)
     metrics_port = _free_port()
-    config = _collector_config(sim, workdir, receiver.port, metrics_port)
+    config = _collector_config(sim, workdir, receiver.port, metrics_port, receiver.protocol)
     receiver.reset()
     with open(workdir / "collector.log", "wb") as log:
         launched = time.monotonic()
@@ -376,11 +409,12 @@ def benchmark(
     timeout: float,
     name: str = "pipeline",
     tenant_scale: bool = False,
+    protocol: str = "tcp",
 ) -> dict[str, float]:
     """Run the baseline and the collector ``runs`` times each; write the table; return medians."""
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         workdir = Path(tmp)
-        receiver = FrameCounter()
+        receiver = RelpFrameCounter() if protocol == "relp" else FrameCounter()
         try:
             with SimChild(events, workdir / "sim", tenant_scale) as sim:
                 fetches = [fetch_directly(sim) for _ in range(runs)]
@@ -475,11 +509,12 @@ def benchmark(
     notes = [
         f"Medians of {runs} runs of each, measured in the same run on the same frozen sim "
         f"({visible:,} sign-ins of about {'11.8' if tenant_scale else '1.9'} kB, "
-        f"pages of {PAGE_SIZE}, budget lifted); "
+        f"pages of {PAGE_SIZE}, budget lifted, sink protocol {protocol}); "
         "each collector run starts with an empty ledger. Ratio: against the baseline. "
         "Per core: events per CPU-second of the collector process (utime + stime).",
         "Command: `python -m bench.pipeline "
-        + f"--events {events} --runs {runs}{' --tenant-scale' if tenant_scale else ''}`.",
+        + f"--events {events} --runs {runs}{' --tenant-scale' if tenant_scale else ''}"
+        + f"{' --protocol relp' if protocol == 'relp' else ''}`.",
     ]
     write_table(
         name,
@@ -506,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sign-ins of about 11.5 KB, as a real tenant's, instead of bare 2 KB ones",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("tcp", "relp"),
+        default="tcp",
+        help="the sink's protocol: plain syslog over TCP, or RELP (each message acknowledged)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -513,7 +554,17 @@ def main(argv: list[str] | None = None) -> int:
     name = "pipeline-smoke" if args.smoke else "pipeline"
     if args.tenant_scale:
         name += "-tenant-scale"
-    benchmark(args.events, args.runs, args.results_dir, args.timeout, name, args.tenant_scale)
+    if args.protocol == "relp":
+        name += "-relp"
+    benchmark(
+        args.events,
+        args.runs,
+        args.results_dir,
+        args.timeout,
+        name,
+        args.tenant_scale,
+        args.protocol,
+    )
     return 0
 
 

@@ -16,6 +16,9 @@ sleep what a 429's Retry-After says (the seed script: five seconds on any error)
 - ``checkpoint``: the usual commercial add-on: every 5 minutes ``gt <newest event time seen>
   and le now - 7m``; the checkpoint moves to the newest event time returned.
 - ``halfopen``: a popular open-source agent: every minute ``[last_end, now - 30s)``.
+
+:func:`run_sources` runs ours on several sources of one budget family at once, wired as the
+service wires them (:mod:`bench.combined`).
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ import math
 import tempfile
 import threading
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply
-from exporter.budget import RequestBudget
+from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply, Throttle
+from exporter.budget import BudgetShares, RequestBudget
+from exporter.clock import Clock
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import Interrupted
@@ -43,6 +49,7 @@ from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Page
+from exporter.schedule import Launch
 
 REQUEST_SECONDS = 0.5
 BUDGET = BudgetConfig(requests=5, per=10.0)
@@ -66,13 +73,25 @@ class RunOver(Exception):
 
 
 class World:
-    """One run's shared pieces: the clock, the API, and what reached the SIEM."""
+    """One source's run: its events, the API over them, what reached the SIEM; and the clock.
 
-    def __init__(self, events: Events) -> None:
+    A single-source run builds its own clock and budget; a combined run hands every source's
+    world the one :class:`TurnClock`, ``stop`` and :class:`Throttle` they share.
+    """
+
+    def __init__(
+        self,
+        events: Events,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.events = events
-        self.stop = threading.Event()
-        self.clock = BenchClock(events.start, events.stop, self.stop)
-        self.api = GraphModel(events, self.clock.now, BUDGET.requests, BUDGET.per)
+        self.stop = stop or threading.Event()
+        self.clock: Clock = clock or BenchClock(events.start, events.stop, self.stop)
+        self.api = GraphModel(
+            events, self.clock.now, BUDGET.requests, BUDGET.per, throttle=throttle
+        )
         self.log = DeliveryLog(len(events))
         self.blocked = 0.0
 
@@ -96,15 +115,19 @@ class RunStats:
     blocked: float
     guaranteed_lateness: float | None = None
     requests_by_tier: tuple[tuple[str, int], ...] = ()
+    fetched_by_tier: tuple[tuple[str, int], ...] = ()  # events the tier's pages returned
 
 
 def _stats(
     world: World,
     guaranteed: float | None = None,
     by_tier: tuple[tuple[str, int], ...] = (),
+    fetched: tuple[tuple[str, int], ...] = (),
 ) -> RunStats:
     api = world.api
-    return RunStats(api.ok + api.throttled, api.throttled, world.blocked, guaranteed, by_tier)
+    return RunStats(
+        api.ok + api.throttled, api.throttled, world.blocked, guaranteed, by_tier, fetched
+    )
 
 
 class Pager:
@@ -249,8 +272,9 @@ class ModelPages:
 
     def _key(self, index: int) -> KeyedEvent:
         events = self.world.events
-        event = {"id": events.event_id(index), "createdDateTime": events.event_time_text(index)}
-        return key_events([event], self.source.settings.time_field)[0]
+        time_field = self.source.settings.time_field
+        event = {"id": events.event_id(index), time_field: events.event_time_text(index)}
+        return key_events([event], time_field)[0]
 
     def _call(self, send: Callable[[], Reply]) -> tuple[Reply, tuple[int, int, float]]:
         """A 200 reply and what it cost: requests, throttle retries, budget wait."""
@@ -275,55 +299,112 @@ class ModelPages:
 
 
 class RecordingDelivery:
-    """The SIEM stand-in: accepts every batch and records which events arrived when."""
+    """The SIEM stand-in: accepts every batch and records, in its source's world, which events
+    arrived when."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, worlds: Mapping[str, World]) -> None:
+        self.worlds = worlds
 
     def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
-        index_of = self.world.events.index_of
-        self.world.deliver([index_of(item.event["id"]) for item in batch])
+        world = self.worlds[source]
+        index_of = world.events.index_of
+        world.deliver([index_of(item.event["id"]) for item in batch])
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         """In-band warnings are off in the benchmark; the loop's logs still say them."""
 
 
+class CountingLoop(SourceLoop):
+    """The real loop, counting the events each tier's pages return, new or not.
+
+    Fetches per event by tier are what a plan costs at a volume, and so where the budget's
+    ceiling lies; the exporter exports requests per tier but not events, hence this hook on
+    the one place a tier's pages are opened.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetched: Counter[str] = Counter()
+
+    def _launch(self, launch: Launch) -> None:
+        super()._launch(launch)
+        run = self.active[launch.tier.name]
+        run.pages = self._counted(run.pages, launch.tier.name)
+
+    def _counted(self, pages: Iterator[Page], tier: str) -> Iterator[Page]:
+        for page in pages:
+            self.fetched[tier] += len(page.events)
+            yield page
+
+
 def run_ours(world: World, source: SourceConfig = OURS) -> RunStats:
     """The real collector loop with a real ledger (in a temporary directory) on the model."""
+    return run_sources([(source, world)], world.clock, world.stop)[0]
+
+
+def run_sources(
+    sources: Sequence[tuple[SourceConfig, World]],
+    clock: Clock,
+    stop: threading.Event,
+    take_turns: Callable[[Sequence[Callable[[], None]]], None] | None = None,
+) -> list[RunStats]:
+    """Ours on one or more sources, wired as ``exporter.service`` wires one budget family.
+
+    One registry, ledger, :class:`RequestBudget` and :class:`BudgetShares` for all, a loop
+    per source; ``take_turns`` (:meth:`bench.model.TurnClock.run`) runs several loops, each
+    in its thread; a single loop runs in the caller's thread.
+    """
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
-    budget = RequestBudget(BUDGET.requests, BUDGET.per, world.clock)
-    api = ModelPages(world, source, budget, metrics)
-    delivery = RecordingDelivery(world)
+    budget = RequestBudget(BUDGET.requests, BUDGET.per, clock)
+    shares = BudgetShares(BUDGET.usable, len(sources))
+    health = Health({source.name: source.poll_interval for source, _ in sources}, clock=clock.now)
+    delivery = RecordingDelivery({source.name: world for source, world in sources})
+    warnings = InbandWarnings(False, delivery, clock)
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         ledger = Ledger(Path(tmp) / "state.db")
         try:
-            loop = SourceLoop(
-                source,
-                api,
-                ledger,
-                delivery,
-                metrics,
-                Health({source.name: source.poll_interval}, clock=world.clock.now),
-                world.clock,
-                world.stop,
-                InbandWarnings(False, delivery, world.clock),
-                BUDGET,
-            )
-            loop.run()
+            loops = [
+                CountingLoop(
+                    source,
+                    ModelPages(world, source, budget, metrics),
+                    ledger,
+                    delivery,
+                    metrics,
+                    health,
+                    clock,
+                    stop,
+                    warnings,
+                    BUDGET,
+                    shares,
+                )
+                for source, world in sources
+            ]
+            if take_turns is None:
+                (loop,) = loops
+                loop.run()
+            else:
+                take_turns([loop.run for loop in loops])
         finally:
             ledger.close()
-    guaranteed = registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name})
-    return _stats(world, guaranteed, _requests_by_tier(registry))
+    return [
+        _stats(
+            world,
+            registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name}),
+            _requests_by_tier(registry, source.name),
+            tuple(sorted(loop.fetched.items())),
+        )
+        for (source, world), loop in zip(sources, loops, strict=True)
+    ]
 
 
-def _requests_by_tier(registry: CollectorRegistry) -> tuple[tuple[str, int], ...]:
-    """``tier_requests_total`` per tier: where ours spent its budget."""
+def _requests_by_tier(registry: CollectorRegistry, source: str) -> tuple[tuple[str, int], ...]:
+    """``tier_requests_total`` per tier of ``source``: where ours spent its budget."""
     return tuple(
         (sample.labels["tier"], int(sample.value))
         for metric in registry.collect()
         for sample in metric.samples
-        if sample.name == TIER_REQUESTS_COUNTER
+        if sample.name == TIER_REQUESTS_COUNTER and sample.labels["source"] == source
     )
 
 

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="serve only the simulated tenant")
     simulate.add_argument("--listen", required=True, help="HOST:PORT (port 0: any free port)")
-    simulate.add_argument("--scenario", default="demo", help="demo | test | late | realistic")
+    simulate.add_argument(
+        "--scenario", default="demo", help="demo | test | entra | late | realistic"
+    )
     simulate.add_argument("--workdir", type=Path, help="where to write the CA (default: temp)")
     return parser
 

@@ -39,6 +39,7 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9795"
 DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
+DEFAULT_DEAD_LETTER_MAX_MB = 100
 MAX_PAGE_SIZE = 1000
 MAX_RESERVE = 0.9  # at least a tenth of the budget must be left to plan with
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -123,6 +124,7 @@ class Config:
     ca_bundle: str | None
     sources: tuple[SourceConfig, ...]
     state_path: str
+    dead_letter_max_mb: int  # the dead-letter file's cap; past it, refused events by id only
     sinks: tuple[SinkConfig, ...]
     metrics_listen: tuple[str, int]
     budget: BudgetConfig  # the identity reports' budget, as the `budget` section sets it
@@ -212,7 +214,10 @@ def parse_config(
     sinks = tuple(_sink(raw, f"sinks[{i}]", components.sinks) for i, raw in enumerate(sinks_raw))
     _unique(sinks, "sinks")
 
-    state = Section(top.get("state", dict, {}), "state", ("path",))
+    state = Section(top.get("state", dict, {}), "state", ("path", "dead_letter_max_mb"))
+    dead_letter_max_mb = state.get("dead_letter_max_mb", int, DEFAULT_DEAD_LETTER_MAX_MB)
+    if dead_letter_max_mb < 1:
+        raise ConfigError("state.dead_letter_max_mb", "must be at least 1")
     metrics = Section(top.get("metrics", dict, {}), "metrics", ("listen",))
     budget = Section(top.get("budget", dict, {}), "budget", ("requests", "per", "reserve"))
     requests_per = budget.get("requests", int, 5)
@@ -231,6 +236,7 @@ def parse_config(
         ca_bundle=ca_bundle,
         sources=sources,
         state_path=state.text("path", DEFAULT_STATE_PATH, required=True),
+        dead_letter_max_mb=dead_letter_max_mb,
         sinks=sinks,
         metrics_listen=metrics.convert("listen", DEFAULT_METRICS_LISTEN, parse_listen),
         budget=configured,
@@ -348,7 +354,7 @@ def effective_config(config: Config, components: Components) -> dict[str, Any]:
             }
             for s in config.sources
         ],
-        "state": {"path": config.state_path},
+        "state": {"path": config.state_path, "dead_letter_max_mb": config.dead_letter_max_mb},
         "sinks": [
             {"type": s.type, "name": s.name, **components.sinks[s.type].keys.show(s.settings)}
             for s in config.sinks

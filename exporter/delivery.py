@@ -5,25 +5,35 @@ to the ledger, so a SIEM outage delays events and never loses them. A sink that 
 batch is not sent it again while another sink is still retrying. Sinks are adapters behind
 :class:`exporter.pipeline.Sink` that only format and transmit; the retries, backoff,
 metrics and readiness are here, once for all of them.
+
+A message a sink refuses for good (a :class:`exporter.pipeline.Refusal`: too large, or
+refused again and again) would block its source for ever if it were retried: it is counted
+in ``events_rejected_total``, written to the dead-letter file and logged, and the rest of the
+batch counts as delivered. Nothing is dropped silently, and no source waits on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
+from typing import TypeVar
 
 from exporter.clock import Clock
+from exporter.deadletter import DeadLetters
 from exporter.errors import Interrupted, SinkError
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import KeyedEvent, Sink
+from exporter.pipeline import KeyedEvent, Refusal, Sink
 from exporter.retry import backoff
 
 log = logging.getLogger(__name__)
 
 SINK_RETRY_CAP = 30.0
+
+T = TypeVar("T")
 
 
 class Delivery:
@@ -34,51 +44,95 @@ class Delivery:
     """
 
     def __init__(
-        self, sinks: Sequence[Sink], metrics: ExporterMetrics, health: Health, clock: Clock
+        self,
+        sinks: Sequence[Sink],
+        metrics: ExporterMetrics,
+        health: Health,
+        clock: Clock,
+        dead_letters: DeadLetters,
     ) -> None:
         self.sinks = list(sinks)
         self.metrics = metrics
         self.health = health
         self.clock = clock
+        self.dead_letters = dead_letters
+        metrics.dead_letter_events.set(dead_letters.count)
 
     def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
         """Deliver ``batch`` to every sink; ``Interrupted`` when shutdown cut the retries short."""
         for sink in self.sinks:
-            self._until_accepted(sink, partial(sink.send_batch, source, batch), retry=True)
-            self.metrics.events_sent.labels(source, sink.name).inc(len(batch))
+            refused = self._until_accepted(sink, partial(sink.send_batch, source, batch))
+            for refusal in refused:
+                self._reject(sink.name, source, batch[refusal.index], refusal)
+            self.metrics.events_sent.labels(source, sink.name).inc(len(batch) - len(refused))
+
+    def _reject(self, sink: str, source: str, item: KeyedEvent, refusal: Refusal) -> None:
+        """Keep a refused event in the dead-letter file, count it and say so."""
+        kept = self.dead_letters.record(
+            sink=sink,
+            source=source,
+            item=item,
+            reason=refusal.reason,
+            detail=refusal.detail,
+            now=self.clock.now(),
+        )
+        self.metrics.events_rejected.labels(sink, refusal.reason).inc()
+        self.metrics.dead_letter_events.set(self.dead_letters.count)
+        log.error(
+            "sink refused an event for good; kept in the dead-letter file"
+            if kept
+            else "sink refused an event for good; its id is in the dead-letter file, which "
+            "is over its size cap, so the event itself is not",
+            extra=fields(
+                sink=sink,
+                source=source,
+                id=item.event.get("id"),
+                reason=refusal.reason,
+                detail=refusal.detail,
+                file=str(self.dead_letters.path),
+            ),
+        )
 
     def send_warning(self, text: str, timestamp: datetime) -> None:
         """Send one in-band warning to every sink, once: a sink that is down has bigger news."""
         for sink in self.sinks:
-            self._until_accepted(sink, partial(sink.send_warning, text, timestamp), retry=False)
+            with contextlib.suppress(SinkError):
+                self._attempt(sink, partial(sink.send_warning, text, timestamp), retry_in=None)
 
-    def _until_accepted(self, sink: Sink, attempt: Callable[[], None], *, retry: bool) -> None:
-        """Run ``attempt`` until the sink accepts, with backoff, when ``retry``; else once.
+    def _until_accepted(self, sink: Sink, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until the sink accepts, with backoff, and return what it returned.
 
         ``Interrupted`` when shutdown came during a backoff.
         """
         failures = 0
         while True:
+            delay = backoff(failures, base=0.5, cap=SINK_RETRY_CAP)
             try:
-                attempt()
-            except SinkError as exc:
-                self.metrics.sink_errors.labels(sink.name).inc()
-                self.metrics.sink_up.labels(sink.name).set(0)
-                self.health.sink_state(sink.name, up=False)
-                delay = backoff(failures, base=0.5, cap=SINK_RETRY_CAP)
-                log.warning(
-                    "sink refused the batch, will retry" if retry else "sink refused a message",
-                    extra=fields(sink=sink.name, error=str(exc), retry_in=round(delay, 2)),
-                )
-                if not retry:
-                    return
+                return self._attempt(sink, attempt, retry_in=delay)
+            except SinkError:
                 if self.clock.sleep(delay):
                     raise Interrupted from None
                 failures += 1
-                continue
-            self.metrics.sink_up.labels(sink.name).set(1)
-            self.health.sink_state(sink.name, up=True)
-            return
+
+    def _attempt(self, sink: Sink, attempt: Callable[[], T], *, retry_in: float | None) -> T:
+        """One try, its outcome recorded in the metrics, the health and (failed) the log."""
+        try:
+            outcome = attempt()
+        except SinkError as exc:
+            self.metrics.sink_errors.labels(sink.name).inc()
+            self.metrics.sink_up.labels(sink.name).set(0)
+            self.health.sink_state(sink.name, up=False)
+            if retry_in is None:
+                log.warning("sink refused a message", extra=fields(sink=sink.name, error=str(exc)))
+            else:
+                log.warning(
+                    "sink refused the batch, will retry",
+                    extra=fields(sink=sink.name, error=str(exc), retry_in=round(retry_in, 2)),
+                )
+            raise
+        self.metrics.sink_up.labels(sink.name).set(1)
+        self.health.sink_state(sink.name, up=True)
+        return outcome
 
     def close(self) -> None:
         for sink in self.sinks:

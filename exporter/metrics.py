@@ -26,6 +26,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from exporter import __version__
 from exporter.config import SourceConfig
 from exporter.errors import API_ERROR_REASONS, TOKEN_FAILURE_REASONS
+from exporter.pipeline import REJECTION_REASONS
 from exporter.tiers import Tier
 
 PREFIX = "siem_exporter"
@@ -95,6 +96,16 @@ class ExporterMetrics:
         )
         self.sink_errors = counter(
             "sink_errors", "Failed sends (each retried, nothing dropped).", ["sink"]
+        )
+        self.events_rejected = counter(
+            "events_rejected",
+            "Events a sink refused for good (kept in the dead-letter file, never silently "
+            "dropped).",
+            ["sink", "reason"],
+        )
+        self.dead_letter_events = gauge(
+            "dead_letter_events",
+            "Refused events the dead-letter file holds, those of earlier runs included.",
         )
         self.last_success = gauge(
             "last_success_timestamp_seconds", "End of the last fully successful poll.", ["source"]
@@ -265,6 +276,8 @@ class ExporterMetrics:
                 self.api_errors.labels(name, reason)
         for sink in sink_names:
             self.sink_errors.labels(sink)
+            for reason in REJECTION_REASONS:
+                self.events_rejected.labels(sink, reason)
             self.sink_up.labels(sink).set(1)
         for family, rate in budget_rates.items():
             self.budget_rate.labels(family).set(rate)

@@ -126,13 +126,36 @@ class Outlet(Protocol):
         ...
 
 
+# Why a sink refuses a message for good: the bounded ``reason`` of events_rejected_total.
+# too_large: above the receiver's size limit or a UDP datagram's; refused: the receiver
+# answered it with a refusal every time it was offered.
+REJECTION_REASONS = ("too_large", "refused")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One message of a batch that a sink refused for good: retrying cannot change it.
+
+    ``index`` is its place in the batch; ``reason`` is a bounded label value (the
+    ``reason`` of ``events_rejected_total``), ``detail`` a sentence for the log and the
+    dead-letter file.
+    """
+
+    index: int
+    reason: str
+    detail: str
+
+
 class Sink(Protocol):
     """One SIEM receiver. It formats and transmits; ``Delivery`` owns retries and metrics."""
 
     name: str
 
-    def send_batch(self, source: str, batch: Sequence[KeyedEvent]) -> None:
-        """Hand over ``batch`` in full, or raise ``SinkError``: then none of it counts."""
+    def send_batch(self, source: str, batch: Sequence[KeyedEvent]) -> Sequence[Refusal]:
+        """Hand over ``batch``, or raise ``SinkError``: then none of it counts.
+
+        Returns the messages refused for good; the sink took all the others.
+        """
         ...
 
     def send_warning(self, text: str, timestamp: datetime) -> None:

@@ -20,6 +20,7 @@ from exporter.clock import RealClock
 from exporter.collector import SourceLoop
 from exporter.components import open_sink
 from exporter.config import Config
+from exporter.deadletter import DeadLetters, dead_letter_path
 from exporter.delivery import Delivery
 from exporter.graph import GraphClient
 from exporter.https import VerifiedSession, trust_bundle
@@ -61,7 +62,13 @@ class Exporter:
             for family, budget in config.budgets.items()
         }
         self.delivery = Delivery(
-            [open_sink(s) for s in config.sinks], self.metrics, self.health, self.clock
+            [open_sink(s) for s in config.sinks],
+            self.metrics,
+            self.health,
+            self.clock,
+            DeadLetters(
+                dead_letter_path(config.state_path), config.dead_letter_max_mb * 1024 * 1024
+            ),
         )
         self.warnings = InbandWarnings(config.inband_warnings, self.delivery, self.clock)
         self.graph_sessions = [VerifiedSession(verify, timeout=120.0) for _ in config.sources]

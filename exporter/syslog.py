@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from exporter.errors import SinkUnavailable
-from exporter.pipeline import RawEvent
+from exporter.pipeline import RawEvent, Refusal
 
 FACILITIES: dict[str, int] = {
     "kern": 0,
@@ -264,22 +264,22 @@ class SyslogTransport:
     @property
     def endpoint(self) -> str:
         """``host:port`` as used in error messages and logs."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{self._port}"
+        return endpoint_text(self._host, self._port)
 
-    def deliver(self, messages: Sequence[bytes]) -> None:
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
         """Send formatted messages (from ``format_message``), framed as configured.
 
         Returns only when every message was handed over; on any failure the socket is
         closed, so the next call reconnects, and ``SinkUnavailable`` tells the caller to
         re-send the whole batch (a duplicate is better than a loss). No retries here.
         Concurrent callers wait for each other: the whole batch goes out in one turn.
+        Plain syslog has no answer to refuse with, so nothing is ever refused.
         """
-        if not messages:
-            return
-        stream = None if self._protocol == "udp" else self._frame_all(messages)
-        with self._lock:
-            self._deliver_locked(messages, stream)
+        if messages:
+            stream = None if self._protocol == "udp" else self._frame_all(messages)
+            with self._lock:
+                self._deliver_locked(messages, stream)
+        return ()
 
     def _deliver_locked(self, messages: Sequence[bytes], stream: bytes | None) -> None:
         try:
@@ -292,7 +292,7 @@ class SyslogTransport:
             raise
         except (OSError, UnicodeError) as error:
             self._drop_connection()
-            raise SinkUnavailable(f"syslog {self.endpoint}: {_describe(error)}") from error
+            raise SinkUnavailable(f"syslog {self.endpoint}: {describe_error(error)}") from error
 
     def _frame_all(self, messages: Sequence[bytes]) -> bytes:
         """The batch as one stream; octet-counting joins each length and message in one copy."""
@@ -323,16 +323,14 @@ class SyslogTransport:
             raise SinkUnavailable(f"syslog {self.endpoint}: connection closed by peer")
 
     def _connect_stream(self) -> socket.socket:
-        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
-        try:
-            if self._protocol == "tls":
-                context = ssl.create_default_context(cafile=self._ca_file)
-                sock = context.wrap_socket(sock, server_hostname=self._host)
-            sock.settimeout(self._send_timeout)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return connect_stream(
+            self._host,
+            self._port,
+            tls=self._protocol == "tls",
+            ca_file=self._ca_file,
+            connect_timeout=self._connect_timeout,
+            timeout=self._send_timeout,
+        )
 
     def _send_datagrams(self, messages: Sequence[bytes]) -> None:
         for message in messages:
@@ -382,7 +380,39 @@ class SyslogTransport:
                 sock.settimeout(timeout)
 
 
-def _describe(error: BaseException) -> str:
+def endpoint_text(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets, as error messages and logs name a receiver."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def connect_stream(
+    host: str,
+    port: int,
+    *,
+    tls: bool,
+    ca_file: str | os.PathLike[str] | None,
+    connect_timeout: float,
+    timeout: float,
+) -> socket.socket:
+    """A TCP connection to a stream receiver, wrapped in verified TLS when ``tls``.
+
+    TLS trusts the system roots, or only ``ca_file`` when given, and checks that the
+    certificate names ``host``: the SIEM's identity is proven before any event is sent.
+    Every stream transport (syslog over TCP/TLS, RELP) connects here, so they verify alike.
+    """
+    sock = socket.create_connection((host, port), timeout=connect_timeout)
+    try:
+        if tls:
+            context = ssl.create_default_context(cafile=ca_file)
+            sock = context.wrap_socket(sock, server_hostname=host)
+        sock.settimeout(timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def describe_error(error: BaseException) -> str:
     """Name the cause without echoing payloads: a short, stable phrase per failure kind."""
     if isinstance(error, ssl.SSLCertVerificationError):
         detail = error.verify_message or "unknown reason"

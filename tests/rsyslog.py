@@ -28,6 +28,21 @@ from exporter.sim.ca import write_test_pki
 HOST = "127.0.0.1"
 _MAX_MESSAGE_SIZE = "512k"
 _MAX_FRAME_SIZE = 600_000
+_MODULE_DIRS = (
+    "/usr/lib/x86_64-linux-gnu/rsyslog",
+    "/usr/lib/aarch64-linux-gnu/rsyslog",
+    "/usr/lib/rsyslog",
+    "/usr/lib64/rsyslog",
+)
+
+
+def find_imrelp() -> None:
+    """Skip a RELP test when rsyslog's imrelp module is absent, but fail it in CI."""
+    if any(Path(d, "imrelp.so").exists() for d in _MODULE_DIRS):
+        return
+    if os.environ.get("CI"):
+        pytest.fail("imrelp is required in CI (apt-get install rsyslog-relp)")
+    pytest.skip("rsyslog's imrelp module not installed (rsyslog-relp)")
 
 
 def find_rsyslogd() -> str:
@@ -37,7 +52,9 @@ def find_rsyslogd() -> str:
     )
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("rsyslogd is required in CI (apt-get install rsyslog rsyslog-gnutls)")
+            pytest.fail(
+                "rsyslogd is required in CI (apt-get install rsyslog rsyslog-gnutls rsyslog-relp)"
+            )
         pytest.skip("rsyslogd not installed")
     return found
 
@@ -56,10 +73,14 @@ def _udp_port_bound(port: int) -> bool:
 
 
 class RsyslogReceiver:
-    """Context manager around one rsyslogd listening on 127.0.0.1 (tcp, udp, or tcp+TLS).
+    """Context manager around one rsyslogd listening on 127.0.0.1 (tcp, udp, relp; TLS).
 
     ``stop()`` and ``start()`` restart the daemon on the same port, for outage tests; the
     output file survives restarts, so ``messages()`` shows everything ever received.
+
+    A RELP receiver runs its queue in direct mode: rsyslog then writes each message to
+    the output file before imrelp answers ``200``, so an acknowledged message survives a
+    SIGKILL of the daemon, which is what a RELP test must be able to rely on.
     """
 
     def __init__(
@@ -69,10 +90,12 @@ class RsyslogReceiver:
         tls: bool = False,
         cert_hostnames: tuple[str, ...] = (HOST, "localhost"),
     ) -> None:
-        if protocol not in ("tcp", "udp"):
-            raise ValueError(f"protocol must be tcp or udp, got {protocol!r}")
-        if tls and protocol != "tcp":
-            raise ValueError("TLS needs protocol tcp")
+        if protocol not in ("tcp", "udp", "relp"):
+            raise ValueError(f"protocol must be tcp, udp or relp, got {protocol!r}")
+        if tls and protocol == "udp":
+            raise ValueError("TLS needs protocol tcp or relp")
+        if protocol == "relp":
+            find_imrelp()
         self.protocol = protocol
         self.tls = tls
         self.host = HOST
@@ -102,7 +125,29 @@ class RsyslogReceiver:
             'net.enableDNS="off"',
         ]
         input_params = [f'address="{HOST}"', f'port="{self._port}"', 'ruleset="received"']
-        if self.protocol == "udp":
+        extra: list[str] = []
+        if self.protocol == "relp":
+            # librelp's OpenSSL driver, as rsyslog's docs recommend; its GnuTLS driver
+            # demands a client certificate whenever the listener has one of its own.
+            module = (
+                'module(load="imrelp" tls.tlslib="openssl")'
+                if self.tls
+                else 'module(load="imrelp")'
+            )
+            input_params.append(f'maxDataSize="{_MAX_FRAME_SIZE}"')
+            if self.tls:
+                pki = write_test_pki(self._dir / "pki", self.cert_hostnames)
+                self.ca_file = pki.ca_file
+                # No tls.caCert: with one, imrelp demands a client certificate, and the
+                # collector authenticates the SIEM, not the other way round.
+                input_params += [
+                    'tls="on"',
+                    f'tls.myCert="{pki.cert_file}"',
+                    f'tls.myPrivKey="{pki.key_file}"',
+                ]
+            input_line = f'input(type="imrelp" {" ".join(input_params)})'
+            extra.append('main_queue(queue.type="Direct")')
+        elif self.protocol == "udp":
             module = 'module(load="imudp")'
             input_line = f'input(type="imudp" {" ".join(input_params)})'
         else:
@@ -126,6 +171,7 @@ class RsyslogReceiver:
         return "\n".join(
             [
                 f"global({' '.join(global_params)})",
+                *extra,
                 module,
                 'template(name="msgid_tab_msg" type="string" string="%msgid%\\t%msg%\\n")',
                 'ruleset(name="received") {',
@@ -188,6 +234,13 @@ class RsyslogReceiver:
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon, as a crash would: no chance to flush, answer or close politely."""
+        process, self._process = self._process, None
+        if process is not None:
             process.kill()
             process.wait()
 

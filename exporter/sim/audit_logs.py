@@ -1,5 +1,9 @@
 """The audit-log events of the simulated tenant: one timeline per source, the objects
-injected into them, incidents and the freeze, and the ground truth they add up to."""
+injected into them, incidents and the freeze, and the ground truth they add up to.
+
+Sources of records that change (risk detections, alerts) have a
+:class:`~exporter.sim.records.RecordTimeline` instead, which pages the same way and
+whose ground truth lists every version."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from itertools import islice
 
 from exporter.sim import objects
 from exporter.sim.query import Cursor
+from exporter.sim.records import RecordTimeline
 from exporter.sim.scenario import Scenario
-from exporter.sim.sources import SOURCES, JsonObject
+from exporter.sim.sources import SOURCES, ChangingSource, JsonObject, Source
 from exporter.sim.timeline import Event, Timeline
 
 
@@ -32,22 +37,40 @@ class AuditLogs:
         self._seed = scenario.seed
         start = clock()
         lateness = scenario.lateness_model()
-        self._timelines = {
-            source.name: Timeline(
+        self._timelines: dict[str, Timeline] = {}
+        self._changing: dict[str, tuple[RecordTimeline, ChangingSource]] = {}
+        self._make_object: dict[str, Callable[[int, int, int], JsonObject]] = {}
+        for source in SOURCES.values():
+            rng = random.Random(f"{scenario.seed}:{source.name}")
+            make_id = functools.partial(source.make_id, scenario.seed)
+            if isinstance(source, Source):
+                self._timelines[source.name] = Timeline(
+                    rate=source.rate(scenario),
+                    lateness=lateness,
+                    start=start,
+                    history=scenario.history,
+                    rng=rng,
+                    make_id=make_id,
+                )
+                self._make_object[source.name] = source.make_object
+                continue
+            records = RecordTimeline(
                 rate=source.rate(scenario),
                 lateness=lateness,
+                updates=source.updates(scenario),
                 start=start,
                 history=scenario.history,
-                rng=random.Random(f"{scenario.seed}:{source.name}"),
-                make_id=functools.partial(source.make_id, scenario.seed),
+                rng=rng,
+                make_id=make_id,
             )
-            for source in SOURCES.values()
-        }
-        self._make_object = {source.name: source.make_object for source in SOURCES.values()}
+            self._changing[source.name] = (records, source)
         if scenario.tenant_scale_signins:
             self._make_object["signIns"] = objects.tenant_scale_signin
-        self._injected: dict[str, dict[int, JsonObject]] = {name: {} for name in SOURCES}
+        self._injected: dict[str, dict[int, JsonObject]] = {name: {} for name in self._timelines}
         self._frozen_at: float | None = None
+
+    def _all(self) -> dict[str, Timeline | RecordTimeline]:
+        return {**self._timelines, **{name: t for name, (t, _) in self._changing.items()}}
 
     @property
     def frozen_at(self) -> float | None:
@@ -55,11 +78,18 @@ class AuditLogs:
         return self._frozen_at
 
     def sizes(self) -> dict[str, int]:
-        """How many events each source has generated so far."""
-        return {name: len(t) for name, t in self._timelines.items()}
+        """How many events (versions, for changing records) each source has generated so far."""
+        return {name: len(t) for name, t in self._all().items()}
 
     def truth(self, name: str) -> list[JsonObject]:
-        """Every generated event of a source: id, event_time and available_at (epoch floats)."""
+        """Every generated event of a source: id, event_time and available_at (epoch floats).
+
+        Of a source of changing records: every version, with its number, update time and
+        when it was replaced (:meth:`RecordTimeline.truth`).
+        """
+        if name in self._changing:
+            with self._lock:
+                return self._changing[name][0].truth(self._clock())
         timeline = self._timelines[name]
         with self._lock:
             events = timeline.truth(self._clock())
@@ -75,7 +105,12 @@ class AuditLogs:
         ]
 
     def inject(self, name: str, objects: list[JsonObject]) -> None:
-        """Give these objects the next event times of the source, visible from now on."""
+        """Give these objects the next event times of the source, visible from now on.
+
+        Records that change are made by their model only: they take no injected objects.
+        """
+        if name in self._changing:
+            raise ValueError(f"{name} holds records that change; it takes no injected objects")
         with self._lock:
             now = self._clock()
             for obj in objects:
@@ -84,7 +119,7 @@ class AuditLogs:
     def set_incident(self, incident: tuple[float, float] | None) -> None:
         """Replace the incident of every source (a stretch of extra lateness); None clears."""
         with self._lock:
-            for timeline in self._timelines.values():
+            for timeline in self._all().values():
                 timeline.clear_incidents()
                 if incident is not None:
                     timeline.add_incident(incident[0], incident[1])
@@ -94,7 +129,7 @@ class AuditLogs:
         with self._lock:
             if self._frozen_at is None:
                 self._frozen_at = self._clock()
-                for timeline in self._timelines.values():
+                for timeline in self._all().values():
                     timeline.freeze(self._frozen_at)
             return self._frozen_at
 
@@ -113,13 +148,15 @@ class AuditLogs:
 
     def _stream(self, rank: int, name: str, cursor: Cursor) -> Iterator[tuple[int, int, Event]]:
         """One stream's visible events under the cursor as (ticks, rank, event), newest first."""
-        events = self._timelines[name].iter_visible_ticks(
-            cursor.asof, cursor.ge, cursor.upper(rank)
-        )
+        timeline = self._changing[name][0] if name in self._changing else self._timelines[name]
+        events = timeline.iter_visible_ticks(cursor.asof, cursor.ge, cursor.upper(rank))
         return ((event.ticks, rank, event) for event in events)
 
     def render(self, name: str, event: Event) -> JsonObject:
         """The Graph object served for an event: the injected one, else a generated one."""
+        if name in self._changing:
+            records, source = self._changing[name]
+            return source.make_version(self._seed, records.version(event.seq))
         return self._injected[name].get(event.seq) or self._make_object[name](
             self._seed, event.seq, event.ticks
         )

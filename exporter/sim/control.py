@@ -14,6 +14,7 @@ from typing import Any
 from exporter.sim.messages import Request, Response, json_response
 from exporter.sim.sources import JsonObject, source_name
 from exporter.sim.state import TenantState
+from exporter.sim.throttle import IDENTITY_PROTECTION, IDENTITY_REPORTS
 
 
 class ControlApi:
@@ -42,24 +43,32 @@ class ControlApi:
     def set_faults(self, **knobs: Any) -> None:
         """Change fault and throttling knobs at runtime; unknown knobs raise ValueError.
 
-        Besides the counters of `FaultState`: `budget=[requests, per_seconds]`,
-        `incident=[start, end]` (epoch seconds; None clears), `token_lifetime=seconds`,
-        `revoke_tokens=True` (every issued token becomes invalid).
+        Besides the counters of `FaultState`: `budget=[requests, per_seconds]` (the identity
+        reports'), `identity_protection_budget=[requests, per_seconds]` (the tenant's share
+        other apps leave this one), `incident=[start, end]` (epoch seconds; None clears),
+        `token_lifetime=seconds`, `revoke_tokens=True` (every issued token becomes invalid).
         """
-        budget = knobs.pop("budget", None)
+        budgets = {
+            family: knobs.pop(knob, None)
+            for family, knob in (
+                (IDENTITY_REPORTS, "budget"),
+                (IDENTITY_PROTECTION, "identity_protection_budget"),
+            )
+        }
         incident_given = "incident" in knobs
         incident = knobs.pop("incident", None)
         lifetime = knobs.pop("token_lifetime", None)
         revoke = knobs.pop("revoke_tokens", False)
-        if budget is not None and not (
-            isinstance(budget, list | tuple)
-            and len(budget) == 2
-            and type(budget[0]) is int
-            and budget[0] >= 1
-            and isinstance(budget[1], int | float)
-            and budget[1] > 0
-        ):
-            raise ValueError("budget must be [requests >= 1, per_seconds > 0]")
+        for budget in budgets.values():
+            if budget is not None and not (
+                isinstance(budget, list | tuple)
+                and len(budget) == 2
+                and type(budget[0]) is int
+                and budget[0] >= 1
+                and isinstance(budget[1], int | float)
+                and budget[1] > 0
+            ):
+                raise ValueError("budget must be [requests >= 1, per_seconds > 0]")
         if incident is not None and not (
             isinstance(incident, list | tuple)
             and len(incident) == 2
@@ -74,8 +83,9 @@ class ControlApi:
         state = self._state
         state.faults.update(**knobs)
         with state.lock:
-            if budget is not None:
-                state.throttle.set_budget(budget[0], float(budget[1]))
+            for family, budget in budgets.items():
+                if budget is not None:
+                    state.throttles[family].set_budget(budget[0], float(budget[1]))
             if lifetime is not None:
                 state.tokens.set_lifetime(lifetime)
             if revoke:
@@ -90,13 +100,17 @@ class ControlApi:
         return self._state.logs.freeze()
 
     def stats(self) -> JsonObject:
-        """Request counts per endpoint and status, throttled count, tokens issued."""
+        """Request counts per endpoint and status, throttled counts (all of them the identity
+        reports', `throttled_by_family` each family's), tokens issued."""
         state = self._state
         with state.lock:
             return {
                 "requests": state.traffic.requests(),
                 "authorized_requests": state.traffic.authorized(),
                 "throttled": state.throttle.throttled,
+                "throttled_by_family": {
+                    family: throttle.throttled for family, throttle in state.throttles.items()
+                },
                 "early_requests": state.throttle.early_requests,
                 "distinct_client_assertions": state.tokens.distinct_assertions,
                 "early_in_flight": state.throttle.early_in_flight,

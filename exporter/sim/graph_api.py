@@ -1,6 +1,7 @@
 """The Graph audit-log API of the simulated tenant: bearer-token checks, the request budget
-and its 429s, injected faults, query validation, and pages with their next links, of one
-stream (v1.0) or of the sign-in streams a beta query selects, merged."""
+of each throttling family and its 429s, injected faults, query validation, and pages with
+their next links, of one stream (v1.0) or of the sign-in streams a beta query selects,
+merged."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from exporter.sim.query import (
 )
 from exporter.sim.sources import Collection, JsonObject
 from exporter.sim.state import TokenStore
-from exporter.sim.throttle import Throttle
+from exporter.sim.throttle import RETRY_AFTER_FAMILIES, Throttle
 
 _GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 _TOKEN_PROBLEMS = {
@@ -49,15 +50,16 @@ class GraphApi:
         clock: Callable[[], float],
         faults: Faults,
         tokens: TokenStore,
-        throttle: Throttle,
+        throttles: Mapping[str, Throttle],
         logs: AuditLogs,
     ) -> None:
+        """`throttles` holds the budget of each throttling family a collection draws from."""
         self._base_url = base_url
         self._authority = authority
         self._clock = clock
         self._faults = faults
         self._tokens = tokens
-        self._throttle = throttle
+        self._throttles = throttles
         self._logs = logs
 
     def error(
@@ -105,7 +107,8 @@ class GraphApi:
         """Authenticate, then spend budget, then inject faults, then validate and serve.
 
         The order matters to the collector: a 401 or a 429 costs no budget; a 400, a
-        fault and a good page all do, as throttled calls do at Microsoft.
+        fault and a good page all do, as throttled calls do at Microsoft. A family whose
+        429s carry no Retry-After (Identity Protection) leaves the client to back off.
         """
         problem = self._token_problem(request)
         if problem is not None:
@@ -116,19 +119,23 @@ class GraphApi:
                 problem,
                 {"WWW-Authenticate": f'Bearer realm="", authorization_uri="{self._authority()}"'},
             )
-        self._throttle.note_arrival(collection.path)
-        wait = self._throttle.take()
+        throttle = self._throttles[collection.budget]
+        throttle.note_arrival(collection.path)
+        wait = throttle.take()
         if wait is not None:
-            self._throttle.hold(wait, collection.path)
+            headers = {}
+            if collection.budget in RETRY_AFTER_FAMILIES:
+                throttle.hold(wait, collection.path)
+                headers["Retry-After"] = self._retry_after(wait)
             return self.error(
                 request,
                 429,
                 "TooManyRequests",
                 "Please retry again later.",
-                {"Retry-After": self._retry_after(wait)},
+                headers,
                 {"code": "429", "status": "429"},
             )
-        fault = self._injected_failure(request)
+        fault = self._injected_failure(request, throttle)
         if fault is not None:
             return fault
         try:
@@ -137,7 +144,8 @@ class GraphApi:
             return self.error(request, 400, "BadRequest", str(exc))
         return self._page(request, collection, cursor)
 
-    def _injected_failure(self, request: Request) -> Response | None:
+    def _injected_failure(self, request: Request, throttle: Throttle) -> Response | None:
+        """The fault a knob asks for, if any; a 503's Retry-After holds `throttle`."""
         refusal = self._faults.snapshot().graph_403
         if refusal == "permission":
             return self.error(
@@ -157,7 +165,7 @@ class GraphApi:
             retry = self._faults.snapshot().graph_503_retry_after
             headers = {} if retry is None else {"Retry-After": self._retry_after(retry)}
             if retry is not None:
-                self._throttle.hold(retry, urlsplit(request.target).path)
+                throttle.hold(retry, urlsplit(request.target).path)
             return self.error(
                 request, 503, "serviceNotAvailable", "Service is temporarily unavailable.", headers
             )
@@ -181,8 +189,13 @@ class GraphApi:
         if any(len(values) > 1 for values in query.values()):
             raise QueryError("Query options must not be repeated.")
         first = {name: values[0] for name, values in query.items()}
-        bounds = parse_filter(first.get("$filter"), collection.time_field, collection.event_types)
-        top = parse_top(first.get("$top"))
+        bounds = parse_filter(
+            first.get("$filter"),
+            collection.time_field,
+            collection.event_types,
+            collection.operators,
+        )
+        top = parse_top(first.get("$top"), collection.max_top)
         token = first.get("$skiptoken")
         if token is not None:
             return decode_cursor(token, collection.name, collection.event_types.values())
@@ -197,8 +210,8 @@ class GraphApi:
         page, more = events[: cursor.top], len(events) > cursor.top
         base_url = self._base_url()
         body: JsonObject = {
-            "@odata.context": f"{base_url}/{collection.version}/$metadata#auditLogs/"
-            f"{collection.resource}",
+            "@odata.context": f"{base_url}/{collection.version}/$metadata#"
+            f"{collection.namespace}/{collection.resource}",
             "value": [self._logs.render(names[rank], e) for rank, e in page],
         }
         next_link = None

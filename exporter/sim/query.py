@@ -1,10 +1,11 @@
 """Pure parsing of the Graph query options the simulator accepts, and its page cursor.
 
 Only what the collector is meant to send is accepted (`<field> ge <ISO>` optionally
-`and <field> le <ISO>`, on beta sign-ins optionally `and signInEventTypes/any(t: t eq
-'<type>' or ...)`, `$top` 1..1000, the `$skiptoken` it was given); anything else is a
-`QueryError`, answered as Graph's 400, so a collector bug shows up as a failing request
-rather than as silently different results.
+`and <field> le <ISO>`, or `gt`/`lt` where a collection accepts only those, on beta sign-ins
+optionally `and signInEventTypes/any(t: t eq '<type>' or ...)`, `$top` 1..the collection's
+maximum, the `$skiptoken` it was given); anything else is a `QueryError`, answered as
+Graph's 400, so a collector bug shows up as a failing request rather than as silently
+different results.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from fractions import Fraction
 from exporter.sim.timeline import TICKS_PER_SECOND
 
 MAX_TOP = 1000
+INCLUSIVE = ("ge", "le")  # what most collections accept for "from" and "to"
+EXCLUSIVE = ("gt", "lt")  # all that auditLogs/provisioning accepts
 
 _ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z"
 _FILTER = re.compile(
-    rf"(?P<f1>\w+) ge (?P<ge>{_ISO})(?: and (?P<f2>\w+) le (?P<le>{_ISO}))?"
+    rf"(?P<f1>\w+) (?P<op1>[gl][et]) (?P<ge>{_ISO})"
+    rf"(?: and (?P<f2>\w+) (?P<op2>[gl][et]) (?P<le>{_ISO}))?"
     r"(?: and signInEventTypes/any\((?P<var>\w+): (?P<types>[^()]*)\))?",
     re.ASCII,
 )
@@ -95,36 +99,61 @@ def iso_to_fraction(text: str) -> Fraction:
     return whole + (Fraction(int(digits), 10 ** len(digits)) if digits else Fraction(0))
 
 
-def parse_filter(text: str | None, time_field: str, event_types: Collection[str] = ()) -> Bounds:
-    """Turn `$filter` into tick bounds: `ge` rounds up and `le` rounds down, exactly.
+def parse_filter(
+    text: str | None,
+    time_field: str,
+    event_types: Collection[str] = (),
+    operators: tuple[str, str] = INCLUSIVE,
+) -> Bounds:
+    """Turn `$filter` into inclusive tick bounds, exactly: `ge` rounds up, `le` down, `gt`
+    is the tick after and `lt` the tick before.
 
-    A `signInEventTypes/any(...)` clause is accepted where `event_types` names what it
-    may select (the beta sign-ins), and nowhere else.
+    `operators` are the "from" and "to" operators the collection accepts; Graph answers a
+    query using the other pair (`ge` on provisioning, `gt` on sign-ins) with a 400. A
+    `signInEventTypes/any(...)` clause is accepted where `event_types` names what it may
+    select (the beta sign-ins), and nowhere else.
     """
     if text is None:
         return Bounds(None, None)
+    after, before = operators
     match = _FILTER.fullmatch(text)
     if match is None or (match["types"] is not None and not event_types):
-        types_clause = (
-            " and optionally 'and signInEventTypes/any(t: t eq '<type>' or ...)'"
-            if event_types
-            else ""
-        )
+        raise _malformed(text, time_field, event_types, operators)
+    for operator, expected in ((match["op1"], after), (match["op2"], before)):
+        if operator is None or operator == expected:
+            continue
+        if operators == INCLUSIVE or operator not in INCLUSIVE:
+            raise _malformed(text, time_field, event_types, operators)
         raise QueryError(
-            f"Invalid filter clause: expected '{time_field} ge <DateTimeOffset>' optionally "
-            f"followed by 'and {time_field} le <DateTimeOffset>'{types_clause}, got '{text}'"
+            f"Invalid filter clause: operator '{operator}' is not supported on property "
+            f"'{time_field}'; use '{after}' and '{before}'"
         )
     for field in (match["f1"], match["f2"]):
         if field is not None and field != time_field:
             raise QueryError(f"Invalid filter clause: property '{field}' cannot be filtered")
-    ge = math.ceil(iso_to_fraction(match["ge"]) * TICKS_PER_SECOND)
-    le = (
-        None if match["le"] is None else math.floor(iso_to_fraction(match["le"]) * TICKS_PER_SECOND)
-    )
+    low = iso_to_fraction(match["ge"]) * TICKS_PER_SECOND
+    ge = math.ceil(low) if after == "ge" else math.floor(low) + 1
+    le = None
+    if match["le"] is not None:
+        high = iso_to_fraction(match["le"]) * TICKS_PER_SECOND
+        le = math.floor(high) if before == "le" else math.ceil(high) - 1
     types = (
         None if match["types"] is None else _event_types(match["var"], match["types"], event_types)
     )
     return Bounds(ge, le, types)
+
+
+def _malformed(
+    text: str, time_field: str, event_types: Collection[str], operators: tuple[str, str]
+) -> QueryError:
+    after, before = operators
+    types_clause = (
+        " and optionally 'and signInEventTypes/any(t: t eq '<type>' or ...)'" if event_types else ""
+    )
+    return QueryError(
+        f"Invalid filter clause: expected '{time_field} {after} <DateTimeOffset>' optionally "
+        f"followed by 'and {time_field} {before} <DateTimeOffset>'{types_clause}, got '{text}'"
+    )
 
 
 def _event_types(var: str, text: str, known: Collection[str]) -> frozenset[str]:
@@ -147,13 +176,14 @@ def _event_types(var: str, text: str, known: Collection[str]) -> frozenset[str]:
     return frozenset(types)
 
 
-def parse_top(text: str | None) -> int:
-    """`$top` as Graph validates it for the audit-log reports: 1..1000, default 1000."""
+def parse_top(text: str | None, largest: int = MAX_TOP) -> int:
+    """`$top` as Graph validates it: 1..`largest` (1000 for the audit-log reports, 500 for
+    risk detections), `largest` when absent."""
     if text is None:
-        return MAX_TOP
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_TOP:
+        return largest
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= largest:
         raise QueryError(
-            f"Invalid page size specified: '{text}'. Must be between 1 and {MAX_TOP} inclusive."
+            f"Invalid page size specified: '{text}'. Must be between 1 and {largest} inclusive."
         )
     return int(text)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from exporter.sim.records import UpdateModel
 from exporter.sim.timeline import LatenessBand, LatenessModel
 
 
@@ -19,6 +20,9 @@ class Scenario:
     the Graph budget is `budget_requests` per sliding `budget_seconds` across every collection.
     `tenant_scale_signins` serves sign-ins of about 11.5 KB, as a real tenant's are
     (:func:`exporter.sim.objects.tenant_scale_signin`), instead of bare 2 KB ones.
+    Provisioning events, risk detections and alerts are silent unless given a rate; the
+    last two change after creation as `record_updates` says. Identity Protection and
+    security alerts have budgets of their own, Graph's published limits by default.
     """
 
     name: str
@@ -35,6 +39,14 @@ class Scenario:
     noninteractive_rate: float = 0.0
     service_principal_rate: float = 0.0
     managed_identity_rate: float = 0.0
+    provisioning_rate: float = 0.0
+    risk_detections_rate: float = 0.0
+    alerts_rate: float = 0.0
+    record_updates: UpdateModel = field(
+        default_factory=lambda: UpdateModel(max_updates=3, min_gap=60.0, mean_gap=600.0)
+    )
+    identity_protection_budget: tuple[int, float] = (1, 1.0)
+    security_alerts_budget: tuple[int, float] = (150, 60.0)
 
     def lateness_model(self) -> LatenessModel:
         """The lateness distribution the timelines draw from."""
@@ -75,6 +87,32 @@ SCENARIOS: dict[str, Scenario] = {
         noninteractive_rate=25.0,
         service_principal_rate=5.0,
         managed_identity_rate=2.5,
+        provisioning_rate=2.0,
+        risk_detections_rate=1.0,
+        alerts_rate=0.5,
+        # Changes seconds apart, so that records change while a test runs.
+        record_updates=UpdateModel(max_updates=3, min_gap=10.0, mean_gap=8.0),
+    ),
+    # Every log stream a SOC collects: the demo's sign-ins and audits plus provisioning,
+    # and risk detections and alerts that change a few times within minutes of creation.
+    "entra": Scenario(
+        name="entra",
+        signins_rate=3.0,
+        directory_audits_rate=0.5,
+        history=20 * 60,
+        lateness=(
+            LatenessBand(0.80, 1.0, 20.0),
+            LatenessBand(0.15, 20.0, 180.0),
+            LatenessBand(0.05, 180.0, 720.0),
+        ),
+        max_lateness=12 * 60,
+        noninteractive_rate=15.0,
+        service_principal_rate=3.0,
+        managed_identity_rate=1.5,
+        provisioning_rate=1.0,
+        risk_detections_rate=0.2,
+        alerts_rate=0.1,
+        record_updates=UpdateModel(max_updates=3, min_gap=20.0, mean_gap=60.0),
     ),
     # A fifth of the events turn up 40 min to 2.5 h late, as in an incident on Microsoft's
     # side: with three hours of history, some of them become visible during any run.

@@ -4,6 +4,8 @@ the names they go by.
 A source is one stream of events (one timeline); a collection is one Graph path. They are
 apart because the beta sign-ins path serves several streams at once: Graph keeps one log
 per sign-in event type and `signInEventTypes/any(...)` selects which of them a query reads.
+A changing source holds records that change after creation (risk detections, alerts): its
+collection filters on the update time and serves each record's current version.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.sim import beta_signins, objects
+from exporter.sim import beta_signins, changing_records, objects, provisioning
+from exporter.sim.query import EXCLUSIVE, INCLUSIVE, MAX_TOP
+from exporter.sim.records import UpdateModel, Version
 from exporter.sim.scenario import Scenario
+from exporter.sim.throttle import IDENTITY_PROTECTION, IDENTITY_REPORTS, SECURITY_ALERTS
 
 JsonObject = dict[str, Any]
 
@@ -30,13 +35,26 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ChangingSource:
+    """A source of records that change: each version rendered from its record and number."""
+
+    name: str
+    make_version: Callable[[int, Version], JsonObject]
+    make_id: Callable[[int, int], str]
+    rate: Callable[[Scenario], float]
+    updates: Callable[[Scenario], UpdateModel]
+
+
+@dataclass(frozen=True)
 class Collection:
     """One Graph path, the sources behind it and the field its `$filter` runs on.
 
     `name` names the endpoint in the stats and owns its skiptokens. `event_types` maps each
     `signInEventTypes` value the path accepts to its source, in the order pages merge
     streams that share a tick; a path without them rejects the clause. `default` is what a
-    query without the clause reads.
+    query without the clause reads. `operators` are the "from" and "to" operators its
+    `$filter` accepts, `max_top` its largest page, `budget` the throttling family it draws
+    from, and `namespace` the segment before `resource` in `@odata.context`.
     """
 
     name: str
@@ -45,6 +63,10 @@ class Collection:
     time_field: str
     default: tuple[str, ...]
     event_types: Mapping[str, str] = field(default_factory=dict)
+    operators: tuple[str, str] = INCLUSIVE
+    max_top: int = MAX_TOP
+    budget: str = IDENTITY_REPORTS
+    namespace: str = "auditLogs"
 
     @property
     def version(self) -> str:
@@ -52,7 +74,7 @@ class Collection:
         return self.path.split("/")[1]
 
 
-SOURCES: dict[str, Source] = {
+SOURCES: dict[str, Source | ChangingSource] = {
     source.name: source
     for source in (
         Source("signIns", objects.signin, objects.signin_id, lambda s: s.signins_rate),
@@ -80,6 +102,26 @@ SOURCES: dict[str, Source] = {
             functools.partial(beta_signins.event_id, beta_signins.MANAGED_IDENTITY),
             lambda s: s.managed_identity_rate,
         ),
+        Source(
+            "provisioning",
+            provisioning.provisioning,
+            provisioning.provisioning_id,
+            lambda s: s.provisioning_rate,
+        ),
+        ChangingSource(
+            "riskDetections",
+            changing_records.risk_detection,
+            changing_records.risk_detection_id,
+            lambda s: s.risk_detections_rate,
+            lambda s: s.record_updates,
+        ),
+        ChangingSource(
+            "alerts",
+            changing_records.alert,
+            changing_records.alert_id,
+            lambda s: s.alerts_rate,
+            lambda s: s.record_updates,
+        ),
     )
 }
 COLLECTIONS = (
@@ -103,6 +145,33 @@ COLLECTIONS = (
             beta_signins.SERVICE_PRINCIPAL: beta_signins.SERVICE_PRINCIPAL,
             beta_signins.MANAGED_IDENTITY: beta_signins.MANAGED_IDENTITY,
         },
+    ),
+    Collection(
+        "provisioning",
+        "/v1.0/auditLogs/provisioning",
+        "provisioning",
+        "activityDateTime",
+        ("provisioning",),
+        operators=EXCLUSIVE,
+    ),
+    Collection(
+        "riskDetections",
+        "/v1.0/identityProtection/riskDetections",
+        "riskDetections",
+        "lastUpdatedDateTime",
+        ("riskDetections",),
+        max_top=500,
+        budget=IDENTITY_PROTECTION,
+        namespace="identityProtection",
+    ),
+    Collection(
+        "alerts",
+        "/v1.0/security/alerts_v2",
+        "alerts_v2",
+        "lastUpdateDateTime",
+        ("alerts",),
+        budget=SECURITY_ALERTS,
+        namespace="security",
     ),
 )
 COLLECTION_BY_PATH = {c.path: c for c in COLLECTIONS}

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +19,12 @@ from exporter.sim.audit_logs import AuditLogs
 from exporter.sim.faults import Faults
 from exporter.sim.messages import Request
 from exporter.sim.scenario import Scenario
-from exporter.sim.throttle import Throttle
+from exporter.sim.throttle import (
+    IDENTITY_PROTECTION,
+    IDENTITY_REPORTS,
+    SECURITY_ALERTS,
+    Throttle,
+)
 
 
 class TokenStore:
@@ -112,7 +117,11 @@ class Traffic:
 
 @dataclass(frozen=True)
 class TenantState:
-    """Every piece of the tenant's mutable state, and the one lock they all take."""
+    """Every piece of the tenant's mutable state, and the one lock they all take.
+
+    `throttles` holds a budget per throttling family; `throttle` is the identity reports'
+    one, which the `budget` knob sets and the stats' throttle counts describe.
+    """
 
     lock: threading.RLock
     clock: Callable[[], float]
@@ -121,18 +130,25 @@ class TenantState:
     throttle: Throttle
     logs: AuditLogs
     traffic: Traffic
+    throttles: Mapping[str, Throttle]
 
     @classmethod
     def create(cls, scenario: Scenario, clock: Callable[[], float]) -> TenantState:
         """Fresh state for a scenario: its events start at `clock()`, nothing issued yet."""
         lock = threading.RLock()
         logs = AuditLogs(scenario, lock, clock)
+        reports = Throttle(lock, clock, (scenario.budget_requests, scenario.budget_seconds))
         return cls(
             lock=lock,
             clock=clock,
             faults=Faults(),
             tokens=TokenStore(lock, clock, scenario.token_lifetime),
-            throttle=Throttle(lock, clock, (scenario.budget_requests, scenario.budget_seconds)),
+            throttle=reports,
             logs=logs,
             traffic=Traffic(lock),
+            throttles={
+                IDENTITY_REPORTS: reports,
+                IDENTITY_PROTECTION: Throttle(lock, clock, scenario.identity_protection_budget),
+                SECURITY_ALERTS: Throttle(lock, clock, scenario.security_alerts_budget),
+            },
         )

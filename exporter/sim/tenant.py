@@ -55,7 +55,7 @@ class SimulatedTenant:
             state.clock,
             state.faults,
             state.tokens,
-            state.throttle,
+            state.throttles,
             state.logs,
         )
         self._control = ControlApi(state)

@@ -1,5 +1,11 @@
-"""Graph's request budget in the simulated tenant: a sliding window shared by every source,
-the holds its Retry-Afters impose, and the count of requests that did not honour them."""
+"""Graph's request budgets in the simulated tenant: a sliding window per throttling family,
+the holds its Retry-Afters impose, and the count of requests that did not honour them.
+
+Graph throttles by family: the identity and access reports (sign-ins, directory audits,
+provisioning) share one budget per app and tenant, Identity Protection has its own (1
+request per second per tenant, all apps together) and answers its 429s without
+Retry-After, and security alerts have theirs (150 requests per minute).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,11 @@ from collections.abc import Callable
 # that `early_requests` counts requests sent while the client knew it had to wait. A retry
 # for the throttled source itself always counts: it can only follow the 429.
 IN_FLIGHT_GRACE = 0.25
+IDENTITY_REPORTS = "identityReports"
+IDENTITY_PROTECTION = "identityProtection"
+SECURITY_ALERTS = "securityAlerts"
+# The families whose 429s say when to come back; Identity Protection's do not.
+RETRY_AFTER_FAMILIES = frozenset({IDENTITY_REPORTS, SECURITY_ALERTS})
 
 
 class Throttle:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.completeness import main, run_one
-from bench.model import PROFILES, US, BenchClock, Events, GraphModel
+from bench.model import PROFILES, US, BenchClock, Events, GraphModel, Throttle, TurnClock
 
 SMALL = 100_000
 QUARTER_DAY = 0.25
@@ -70,6 +70,39 @@ def test_model_throttles_the_sixth_request_in_ten_seconds_without_charging_it() 
     assert api.query(0).status == 200, "a 429 must not have consumed the budget"
 
 
+def test_sources_sharing_a_throttle_share_its_five_requests() -> None:
+    clock = BenchClock(0.0, 100.0, threading.Event())
+    first = Events(SMALL, 0.05, PROFILES["a"], seed=3)
+    second = Events(SMALL, 0.05, PROFILES["a"], seed=4)
+    throttle = Throttle(clock.now)
+    apis = [GraphModel(events, clock.now, throttle=throttle) for events in (first, second)]
+    statuses = [apis[i % 2].query(0).status for i in range(6)]
+    assert statuses == [200] * 5 + [429]
+    assert (apis[0].ok, apis[1].ok, apis[1].throttled) == (3, 2, 1), "counted per source"
+
+
+def test_turn_clock_runs_one_thread_at_a_time_in_wake_up_order() -> None:
+    stop = threading.Event()
+    clock = TurnClock(0.0, 10.0, stop)
+    seen: list[tuple[str, float]] = []
+
+    def body(name: str, step: float) -> None:
+        while not clock.sleep(step):
+            seen.append((name, clock.now()))
+
+    clock.run([lambda: body("a", 3.0), lambda: body("b", 2.0)])
+    assert seen == [
+        ("b", 2.0),
+        ("a", 3.0),
+        ("b", 4.0),
+        ("a", 6.0),  # a tie goes to the sleep asked first
+        ("b", 6.0),
+        ("b", 8.0),
+        ("a", 9.0),
+    ]
+    assert stop.is_set() and clock.now() == 10.0
+
+
 def test_events_are_deterministic_per_seed_and_ids_invert() -> None:
     first = Events(SMALL, 0.05, PROFILES["c"], seed=5)
     again = Events(SMALL, 0.05, PROFILES["c"], seed=5)
@@ -118,3 +151,24 @@ def test_the_command_writes_one_table_per_volume(tmp_path: Path) -> None:
     ]
     assert len(rows) == 4
     assert "Targets for ours" in table
+
+
+@pytest.mark.slow
+def test_the_combined_command_scores_each_source_on_one_budget(tmp_path: Path) -> None:
+    args = ["--mix", "20k,100k,20k,2k", "--smoke", "--days", "0.05", "--drain", "900"]
+    assert main([*args, "--profiles", "a", "--results-dir", str(tmp_path)]) == 0
+    table = (tmp_path / "completeness-combined-smoke.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| a |")]
+    names = [cells[1] for cells in rows]
+    assert names == [
+        "interactive",
+        "noninteractive",
+        "serviceprincipal",
+        "directoryaudits",
+        "**all**",
+    ]
+    missing, duplicates, requests = (rows[-1][i] for i in (4, 5, 6))
+    assert (missing, duplicates) == ("0", "0"), table
+    per_source = sum(int(cells[6]) for cells in rows[:-1])
+    assert per_source == int(requests) <= 5 * (0.05 * 86_400 + 900) / 10, "one budget for all"
+    assert "Physical ceiling" in table

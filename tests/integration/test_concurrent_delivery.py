@@ -13,12 +13,14 @@ import json
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.clock import RealClock
+from exporter.deadletter import DeadLetters
 from exporter.delivery import Delivery
 from exporter.graph import key_events
 from exporter.metrics import ExporterMetrics, Health
@@ -64,7 +66,9 @@ def settled_messages(receiver: RsyslogReceiver, expected: int) -> list[tuple[str
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["tcp", "tls"])
-def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: str) -> None:
+def test_concurrent_sources_never_interleave_on_a_shared_connection(
+    protocol: str, tmp_path: Path
+) -> None:
     pages = {source: source_pages(n) for n, source in enumerate(SOURCES)}
     originals = {
         (source, event["id"]): event
@@ -91,7 +95,13 @@ def test_concurrent_sources_never_interleave_on_a_shared_connection(protocol: st
         stop = threading.Event()
         registry = CollectorRegistry()
         metrics = ExporterMetrics(registry)
-        delivery = Delivery([sink], metrics, Health(), RealClock(stop))
+        delivery = Delivery(
+            [sink],
+            metrics,
+            Health(),
+            RealClock(stop),
+            DeadLetters(tmp_path / "dead.jsonl", 1 << 20),
+        )
         start = threading.Barrier(len(SOURCES))
         outcomes: dict[str, list[bool]] = {source: [] for source in SOURCES}
 

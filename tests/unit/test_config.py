@@ -50,6 +50,8 @@ def test_defaults_are_filled_in() -> None:
     assert config.sinks[0].name == "syslog"
     assert config.sinks[0].settings.framing == "octet-counting"
     assert config.sinks[0].settings.facility == 16
+    assert config.sinks[0].settings.max_message_size is None
+    assert config.dead_letter_max_mb == 100
     assert config.graph_url == "https://graph.microsoft.com"
     assert config.metrics_listen == ("0.0.0.0", 9795)
     assert config.budget.rate == 0.5
@@ -116,6 +118,15 @@ def test_defaults_are_filled_in() -> None:
         ({"sinks": [{"host": "h", "port": "514"}]}, "sinks[0].port"),
         ({"sinks": [{"host": "h", "port": 514, "protocol": "http"}]}, "sinks[0].protocol"),
         ({"sinks": [{"host": "h", "port": 514, "colour": 1}]}, "sinks[0].colour"),
+        ({"sinks": [{"host": "h", "port": 514, "relp_tls": True}]}, "sinks[0].relp_tls"),
+        (
+            {"sinks": [{"host": "h", "port": 514, "protocol": "relp", "ca_file": __file__}]},
+            "sinks[0].ca_file",
+        ),
+        (
+            {"sinks": [{"host": "h", "port": 514, "protocol": "relp", "framing": "lf"}]},
+            "sinks[0].framing",
+        ),
         ({"graph_url": "http://graph.microsoft.com"}, "graph_url"),
         ({"authority_host": "http://login.example"}, "authority_host"),
         ({"inband_warnings": "yes"}, "inband_warnings"),
@@ -125,6 +136,12 @@ def test_defaults_are_filled_in() -> None:
         ({"budget": {"reserve": "95%"}}, "budget.reserve"),
         ({"budget": {"reserve": -0.1}}, "budget.reserve"),
         ({"budget": {"reserve": "some"}}, "budget.reserve"),
+        ({"state": {"dead_letter_max_mb": 0}}, "state.dead_letter_max_mb"),
+        ({"state": {"dead_letter_max_mb": "1GB"}}, "state.dead_letter_max_mb"),
+        (
+            {"sinks": [{"host": "h", "port": 514, "max_message_size": 100}]},
+            "sinks[0].max_message_size",
+        ),
         (
             {
                 "sources": [
@@ -141,6 +158,20 @@ def test_defaults_are_filled_in() -> None:
 )
 def test_each_mistake_names_its_key(change: dict[str, Any], key: str) -> None:
     assert error_key(minimal(**change)) == key
+
+
+def test_relp_picks_the_acknowledged_transport_with_tls_and_its_ca() -> None:
+    """``protocol: relp`` selects the RELP client; ``relp_tls`` and ``ca_file`` reach it."""
+    from exporter.components import open_sink
+    from exporter.relp_transport import RelpTransport
+
+    sink = {"host": "h", "port": 2514, "protocol": "relp", "relp_tls": True, "ca_file": __file__}
+    config = parse_config(minimal(sinks=[sink]), {}, COMPONENTS)
+    settings = config.sinks[0].settings
+    assert (settings.protocol, settings.relp_tls, settings.ca_file) == ("relp", True, __file__)
+    adapter = open_sink(config.sinks[0])
+    assert isinstance(adapter.transport, RelpTransport)  # type: ignore[attr-defined]
+    assert adapter.transport.endpoint == "h:2514"  # type: ignore[attr-defined]
 
 
 def test_exactly_one_credential() -> None:

@@ -95,7 +95,8 @@ def syslog_sinks(draw: st.DrawFn, index: int) -> dict[str, Any]:
         "port": draw(st.integers(1, 65535)),
     }
     options = {
-        "protocol": st.sampled_from(["tcp", "tls", "udp"]),
+        "protocol": st.sampled_from(["tcp", "tls", "udp", "relp"]),
+        "relp_tls": st.booleans(),
         "framing": st.sampled_from(["octet-counting", "lf"]),
         "facility": st.sampled_from(sorted(FACILITIES)),
         "hostname": st.sampled_from(["collector-1", "node.example"]),

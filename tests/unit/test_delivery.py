@@ -7,19 +7,26 @@ is tested against rsyslogd in ``tests/integration``.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.clock import ManualClock
+from exporter.deadletter import DeadLetters
 from exporter.delivery import Delivery
-from exporter.errors import Interrupted, SinkUnavailable
+from exporter.errors import Interrupted, SinkUnavailable, StateError
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import KeyedEvent
+from exporter.pipeline import KeyedEvent, Refusal
+from exporter.relp_transport import RelpTransport
+from exporter.syslog import MAX_UDP_DATAGRAM
 from exporter.syslog_sink import SyslogSettings, SyslogSink
+from tests.relp_fake import Behaviour, FakeRelpServer
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -32,11 +39,12 @@ class ScriptedTransport:
         self.accepted: list[list[bytes]] = []
         self.attempts = 0
 
-    def deliver(self, messages: Sequence[bytes]) -> None:
+    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
         self.attempts += 1
         if self.attempts <= self.refusals:
             raise SinkUnavailable("scripted refusal")
         self.accepted.append(list(messages))
+        return ()
 
     def close(self) -> None:
         return
@@ -56,17 +64,24 @@ class StoppingClock(ManualClock):
         return len(self.sleeps) >= self.stop_after
 
 
-def sink(name: str, transport: ScriptedTransport) -> SyslogSink:
+def sink(
+    name: str,
+    transport: ScriptedTransport | RelpTransport,
+    *,
+    protocol: str = "tcp",
+    max_message_size: int | None = None,
+) -> SyslogSink:
     return SyslogSink(
         name,
         SyslogSettings(
             host="siem.invalid",
             port=6514,
-            protocol="tcp",
+            protocol=protocol,
             framing="octet-counting",
             ca_file=None,
             facility=16,
             hostname="collector-1",
+            max_message_size=max_message_size,
         ),
         transport,
     )
@@ -80,11 +95,12 @@ def batch(count: int) -> list[KeyedEvent]:
 
 
 def delivery_for(
-    sinks: Sequence[SyslogSink], clock: ManualClock
+    sinks: Sequence[SyslogSink], clock: ManualClock, dead_letters: DeadLetters | None = None
 ) -> tuple[Delivery, CollectorRegistry, Health]:
     registry = CollectorRegistry()
     health = Health()
-    return Delivery(sinks, ExporterMetrics(registry), health, clock), registry, health
+    letters = dead_letters or DeadLetters(Path(tempfile.mkdtemp()) / "dead.jsonl", 1 << 20)
+    return Delivery(sinks, ExporterMetrics(registry), health, clock, letters), registry, health
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -169,3 +185,121 @@ def test_a_warning_is_tried_once_on_every_sink_and_never_retried() -> None:
     pri, *_, msgid, data, text = warning.split(b" ", 7)
     assert (pri, msgid, data, text) == (b"<132>1", b"warning", b"-", b"WARNING: x")
     assert sample(registry, "sink_errors_total", sink="a") == 1
+
+
+def big_batch(sizes: Sequence[int]) -> list[KeyedEvent]:
+    """Events whose ``blob`` field makes each message about ``size`` bytes long."""
+    return [
+        KeyedEvent(
+            n.to_bytes(16), True, WHEN.timestamp(), WHEN, {"id": f"event-{n}", "blob": "x" * size}
+        )
+        for n, size in enumerate(sizes)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "max_message_size", "too_big"),
+    [("udp", None, MAX_UDP_DATAGRAM), ("tcp", 4000, 4000), ("udp", 100_000, MAX_UDP_DATAGRAM)],
+)
+def test_a_message_too_large_for_the_receiver_is_kept_on_disk_counted_and_the_rest_flows(
+    tmp_path: Path, protocol: str, max_message_size: int | None, too_big: int
+) -> None:
+    transport = ScriptedTransport()
+    letters = DeadLetters(tmp_path / "dead.jsonl", 1 << 20)
+    clock = StoppingClock(stop_after=1)
+    delivery, registry, health = delivery_for(
+        [sink("a", transport, protocol=protocol, max_message_size=max_message_size)],
+        clock,
+        letters,
+    )
+    events = big_batch([100, too_big, 200, too_big + 5000])
+    delivery.send("signins", events)
+
+    sent = transport.accepted
+    assert len(sent) == 1 and [b'"event-0"' in m for m in sent[0]] == [True, False]
+    assert b'"event-2"' in sent[0][1]
+    assert all(len(m) <= too_big for m in sent[0])
+    assert clock.sleeps == [], "a refusal for good is not retried"
+    assert sample(registry, "events_sent_total", source="signins", sink="a") == 2
+    assert sample(registry, "events_rejected_total", sink="a", reason="too_large") == 2
+    assert sample(registry, "events_rejected_total", sink="a", reason="refused") is None
+    assert sample(registry, "sink_errors_total", sink="a") is None
+    assert sample(registry, "dead_letter_events") == 2
+    assert health.ready()[0], "a refused message does not make the sink unready"
+    lines = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(x["id"], x["source"], x["sink"], x["reason"]) for x in lines] == [
+        ("event-1", "signins", "a", "too_large"),
+        ("event-3", "signins", "a", "too_large"),
+    ]
+    assert [x["event"] for x in lines] == [events[1].event, events[3].event]
+    assert lines[0]["key"] == events[1].key.hex()
+    assert lines[0]["event_time"] == "2026-01-01T00:00:00Z"
+
+
+def test_past_its_cap_the_dead_letter_file_keeps_ids_and_its_count_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    letters = DeadLetters(path, 3000)
+    events = big_batch([1000, 1000, 1000])
+    kept = [
+        letters.record(sink="a", source="s", item=e, reason="refused", detail="500", now=0.0)
+        for e in events
+    ]
+    assert kept == [True, True, False]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["event-0", "event-1", "event-2"]
+    assert lines[2]["event"] is None and lines[1]["event"] == events[1].event
+    assert path.stat().st_size > 2000
+    reopened = DeadLetters(path, 3000)
+    assert reopened.count == 3
+    registry = CollectorRegistry()
+    Delivery([], ExporterMetrics(registry), Health(), ManualClock(), reopened)
+    assert sample(registry, "dead_letter_events") == 3, "the alert stays up across restarts"
+
+
+def test_a_refused_event_that_cannot_be_kept_stops_delivery_instead_of_vanishing(
+    tmp_path: Path,
+) -> None:
+    letters = DeadLetters(tmp_path / "missing-dir" / "dead.jsonl", 1 << 20)
+    transport = ScriptedTransport()
+    delivery, registry, _ = delivery_for(
+        [sink("a", transport, protocol="udp")], ManualClock(), letters
+    )
+    with pytest.raises(StateError, match="dead-letter file"):
+        delivery.send("signins", big_batch([MAX_UDP_DATAGRAM]))
+    assert sample(registry, "events_sent_total", source="signins", sink="a") is None
+
+
+def test_a_message_a_relp_receiver_refuses_again_and_again_is_kept_and_the_rest_flows(
+    tmp_path: Path,
+) -> None:
+    """The receiver's ``500`` for one message ends, after three tries, in the dead-letter
+    file under ``refused``; a message too large is refused before it is sent, and the
+    positions of both map back to the right events of the batch."""
+    server = FakeRelpServer()
+    server.behaviour = Behaviour(
+        answer=lambda m: b"500 no" if b'"event-3"' in m else b"200 OK",
+    )
+    transport = RelpTransport(host="127.0.0.1", port=server.port, ack_timeout=2.0)
+    letters = DeadLetters(tmp_path / "dead.jsonl", 1 << 20)
+    clock = StoppingClock(stop_after=10)
+    delivery, registry, _ = delivery_for(
+        [sink("a", transport, protocol="relp", max_message_size=4000)], clock, letters
+    )
+    events = big_batch([5000, 100, 100, 100, 100])
+    delivery.send("signins", events)
+    transport.close()
+
+    ids = sorted(json.loads(m.split(b" - ", 1)[1])["id"] for m in server.accepted)
+    assert ids == ["event-1", "event-2", "event-4"], "each accepted message once"
+    assert len(clock.sleeps) == 2, "retried until refused three times in a row"
+    assert sample(registry, "events_rejected_total", sink="a", reason="refused") == 1
+    assert sample(registry, "events_rejected_total", sink="a", reason="too_large") == 1
+    assert sample(registry, "events_sent_total", source="signins", sink="a") == 3
+    lines = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert sorted((x["id"], x["reason"]) for x in lines) == [
+        ("event-0", "too_large"),
+        ("event-3", "refused"),
+    ]
+    assert any("500 no" in x["detail"] for x in lines)

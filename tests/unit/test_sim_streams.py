@@ -188,7 +188,7 @@ def tenant() -> Tenant:
         state.clock,
         state.faults,
         state.tokens,
-        state.throttle,
+        state.throttles,
         state.logs,
     )
     clock.now += 30
