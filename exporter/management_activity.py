@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -217,8 +217,12 @@ class ManagementActivitySource:
 
     # -- the Source protocol --------------------------------------------------------------
 
-    def pages(self, start: float, end: float | None = None) -> Iterator[Page]:
-        """The records of every blob created in ``[start, end]`` not fetched before."""
+    def pages(self, start: float, end: float | None = None) -> Generator[Page, None, None]:
+        """The records of every blob created in ``[start, end]`` not fetched before.
+
+        A generator on purpose: it resumes after a page only once the loop delivered and
+        recorded it, which is when a blob's last page makes the blob's id safe to remember.
+        """
         if not self._subscribed:
             self._start_subscription()
         now = self.clock.now()
