@@ -76,7 +76,7 @@ def classify(result: dict[str, Any]) -> tuple[str, str]:
 
 
 class TokenProvider:
-    """Hands out a valid bearer token for ``graph_url``; thread-safe."""
+    """Hands out a valid bearer token for ``resource`` (``graph_url`` unless told); thread-safe."""
 
     def __init__(
         self,
@@ -84,12 +84,13 @@ class TokenProvider:
         metrics: ExporterMetrics,
         clock: Clock,
         http: VerifiedSession,
+        resource: str | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.clock = clock
         self.http = http
-        self.scopes = [f"{config.graph_url}/.default"]
+        self.scopes = [f"{resource or config.graph_url}/.default"]
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = threading.Lock()
 

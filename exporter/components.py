@@ -12,10 +12,14 @@ from collections.abc import Callable
 
 from exporter.config import Components, SinkConfig
 from exporter.graph_query import GRAPH_SOURCE
+from exporter.management_query import MANAGEMENT_API, MANAGEMENT_SOURCE
 from exporter.pipeline import Sink
 from exporter.syslog_sink import SYSLOG_SINK, SyslogSink
 
-COMPONENTS = Components(sources={"graph": GRAPH_SOURCE}, sinks={"syslog": SYSLOG_SINK})
+COMPONENTS = Components(
+    sources={"graph": GRAPH_SOURCE, MANAGEMENT_API: MANAGEMENT_SOURCE},
+    sinks={"syslog": SYSLOG_SINK},
+)
 
 _SINK_ADAPTERS: dict[str, Callable[[SinkConfig], Sink]] = {
     "syslog": lambda sink: SyslogSink(sink.name, sink.settings),

@@ -37,6 +37,7 @@ from exporter.yamlconf import (
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_MANAGEMENT_URL = "https://manage.office.com"  # api: management_activity sources
 DEFAULT_METRICS_LISTEN = "0.0.0.0:9795"
 DEFAULT_STATE_PATH = "/var/lib/siem-exporter/state.db"
 DEFAULT_DEAD_LETTER_MAX_MB = 100
@@ -131,6 +132,7 @@ class Config:
     inband_warnings: bool
     log_level: str
     budgets: Mapping[str, BudgetConfig]  # every family a source draws from, by name
+    management_url: str = DEFAULT_MANAGEMENT_URL  # the Office 365 Management Activity API
 
     def budget_of(self, source: SourceConfig) -> BudgetConfig:
         """The request budget ``source`` draws from, shared with its family's other sources."""
@@ -146,6 +148,7 @@ _TOP_KEYS = (
     "workload_identity",
     "authority_host",
     "graph_url",
+    "management_url",
     "ca_bundle",
     "sources",
     "state",
@@ -243,6 +246,7 @@ def parse_config(
         inband_warnings=top.get("inband_warnings", bool, False),
         log_level=top.choice("log_level", LOG_LEVELS, "info"),
         budgets=_budgets(sources, configured, components),
+        management_url=_https_url(top, "management_url", DEFAULT_MANAGEMENT_URL),
     )
 
 
@@ -344,6 +348,7 @@ def effective_config(config: Config, components: Components) -> dict[str, Any]:
         **show_credential(config.credential),
         "authority_host": config.authority_host,
         "graph_url": config.graph_url,
+        "management_url": config.management_url,
         "ca_bundle": config.ca_bundle,
         "sources": [
             {

@@ -19,15 +19,20 @@ from exporter.budget import BudgetShares, RequestBudget
 from exporter.clock import RealClock
 from exporter.collector import SourceLoop
 from exporter.components import open_sink
-from exporter.config import Config
+from exporter.config import Config, SourceConfig
 from exporter.deadletter import DeadLetters, dead_letter_path
 from exporter.delivery import Delivery
+from exporter.errors import ConfigError
 from exporter.graph import GraphClient
 from exporter.https import VerifiedSession, trust_bundle
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.logs import fields
+from exporter.management_activity import ManagementActivitySource, ManagementMetrics
+from exporter.management_http import ManagementHttp
+from exporter.management_query import MANAGEMENT_API, is_tenant_guid
 from exporter.metrics import ExporterMetrics, Health, start_http_server
+from exporter.pipeline import Source
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,10 @@ class Exporter:
     """Everything one config runs; ``start`` then ``shutdown`` (or ``wait``)."""
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+        if any(s.api == MANAGEMENT_API for s in config.sources) and not is_tenant_guid(
+            config.tenant_id
+        ):
+            raise ConfigError("tenant_id", "the Management Activity API needs the tenant's GUID")
         self.config = config
         self.stop = threading.Event()
         self.clock = RealClock(self.stop)
@@ -72,18 +81,17 @@ class Exporter:
         )
         self.warnings = InbandWarnings(config.inband_warnings, self.delivery, self.clock)
         self.graph_sessions = [VerifiedSession(verify, timeout=120.0) for _ in config.sources]
+        management = [s for s in config.sources if s.api == MANAGEMENT_API]
+        self.management_tokens = TokenProvider(
+            config, self.metrics, self.clock, self.auth_http, config.management_url
+        )
+        self.management_metrics = ManagementMetrics(self.registry) if management else None
+        if self.management_metrics is not None:
+            self.management_metrics.initialise(self.metrics, management)
         self.loops = [
             SourceLoop(
                 source,
-                GraphClient(
-                    config.graph_url,
-                    source,
-                    self.tokens,
-                    self.budgets[source.settings.budget_family],
-                    self.metrics,
-                    self.clock,
-                    session,
-                ),
+                self._open_source(source, session),
                 self.ledger,
                 self.delivery,
                 self.metrics,
@@ -98,6 +106,34 @@ class Exporter:
         ]
         self.threads: list[threading.Thread] = []
         self.http_server: WSGIServer | None = None
+
+    def _open_source(self, source: SourceConfig, session: VerifiedSession) -> Source:
+        """The adapter that reads ``source``, as its ``api`` says."""
+        budget = self.budgets[source.settings.budget_family]
+        if self.management_metrics is not None and source.api == MANAGEMENT_API:
+            url = self.config.management_url
+            http = ManagementHttp(
+                url, source.name, self.management_tokens, budget, self.metrics, self.clock, session
+            )
+            return ManagementActivitySource(
+                url,
+                self.config.tenant_id.lower(),
+                source,
+                http,
+                self.ledger,
+                self.metrics,
+                self.management_metrics,
+                self.clock,
+            )
+        return GraphClient(
+            self.config.graph_url,
+            source,
+            self.tokens,
+            budget,
+            self.metrics,
+            self.clock,
+            session,
+        )
 
     def start(self) -> None:
         """Serve metrics and start one thread per source."""

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from exporter.sim.control import ControlApi
 from exporter.sim.graph_api import GraphApi
 from exporter.sim.identity import IdentityPlatform, Registration
+from exporter.sim.management_api import FEEDS, ManagementApi
 from exporter.sim.messages import Request, Response, json_response
 from exporter.sim.scenario import Scenario
 from exporter.sim.server import TenantServer
@@ -59,6 +60,15 @@ class SimulatedTenant:
             state.logs,
         )
         self._control = ControlApi(state)
+        self.management = ManagementApi(
+            (registration.tenant_id, registration.tenant_guid),
+            registration.tenant_guid,
+            lambda: self.base_url,
+            state.clock,
+            state.tokens,
+            FEEDS.get(scenario.name, FEEDS["test"]),
+            scenario.seed,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -133,6 +143,10 @@ class SimulatedTenant:
                 )
             collection = COLLECTION_BY_PATH[path]
             return collection.name, self._graph.serve(request, collection, query)
+        if self.management.handles(path):
+            return "management", self.management.serve(request, path, query)
+        if segments[:2] == ["_sim", "management"]:
+            return "sim", self.management.control(request, "/".join(segments[2:]), query)
         if segments[0] == "_sim":
             return "sim", self._control.handle(request, segments[1:], query)
         if len(segments) == 4 and segments[1:] == ["v2.0", ".well-known", "openid-configuration"]:

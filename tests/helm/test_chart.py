@@ -157,6 +157,8 @@ def test_lint_reports_an_unknown_key_so_the_schema_is_strict() -> None:
         {"mode": "sidecar", "tenants": [{"name": "a"}, {"name": "b"}]},
         {"config": {"sources": [{"name": "s", "sign_in_event_types": ["interactive"]}]}},
         {"config": {"sources": [{"name": "s"}]}},
+        {"config": {"sources": [{"name": "s", "api": "management_activity", "content_type": "X"}]}},
+        {"config": {"management_url": "http://manage.office.com"}},
     ],
     ids=[
         "tenant-key",
@@ -167,6 +169,8 @@ def test_lint_reports_an_unknown_key_so_the_schema_is_strict() -> None:
         "sidecar-two-tenants",
         "sign-in-event-type",
         "source-without-endpoint-or-types",
+        "content-type",
+        "management-url-not-https",
     ],
 )
 def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:

@@ -17,11 +17,14 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from exporter.sim.objects import tenant_guid
+from exporter.sim.scenario import SCENARIOS
 from tests.prometheus import (
     RULES_FILE,
     PrometheusClient,
@@ -120,6 +123,19 @@ def _start_exporter(
         max_lookback=max_lookback,
         poll_interval="1s",
     )
+    # An Office 365 source beside Graph's, so the series its alerts watch exist too.
+    config["tenant_id"] = tenant_guid(SCENARIOS["test"].seed)
+    config["management_url"] = sim.base_url
+    config["sources"].append(
+        {
+            "name": "o365-aad",
+            "api": "management_activity",
+            "content_type": "Audit.AzureActiveDirectory",
+            "poll_interval": "1s",
+            "lookback": "5m",
+            "max_lookback": "5m",
+        }
+    )
     return stack.enter_context(start_collector(config, tmp_path, env=secret_env(sim)))
 
 
@@ -154,7 +170,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             timeout=30,
             what="the exporter target to be up",
         )
+        # Rules evaluated before the first scrape hold SiemExporterAbsent pending a moment.
+        scraped = max(_instant(t["lastScrape"]) for t in client.targets())
+        wait_until(
+            lambda: all(_instant(g["lastEvaluation"]) > scraped for g in client.rule_groups()),
+            timeout=30,
+            what="the rules to be evaluated after the first scrape",
+        )
         yield Stack(sim, client)
+
+
+def _instant(rfc3339: str) -> float:
+    """Prometheus's nanosecond RFC 3339 time as epoch seconds (microseconds kept)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
 
 
 def _data_flows(client: PrometheusClient) -> bool:
