@@ -118,7 +118,7 @@ def parse_page(
     cost more than the rest of the collector's work together. So a well-formed page is
     read without: msgspec compacts and checks it (strict JSON: no NaN, no control
     character in a string, no trailing data) and cuts it into each event's bytes, of which
-    only ``fields`` are decoded, and Python checks the bytes are UTF-8 (msgspec does not).
+    only ``fields`` are decoded, and Python checks the page is UTF-8 (msgspec does not).
     Whatever that path does not accept goes through the standard library, as every page
     did before: a lone surrogate escape (``"\\ud800"``) is valid JSON there, an integer
     longer than Python converts is not, and anything that is not a page is told apart and
@@ -154,13 +154,14 @@ def _may_hold_a_huge_integer(body: bytes) -> bool:
 def _parse_compact(
     body: bytes, fields: tuple[str, ...]
 ) -> tuple[list[Mapping[str, Any]], str | None]:
+    if not body.isascii():  # a pure-ASCII page (the usual one) is valid UTF-8 at a glance
+        body.decode("utf-8")
     page = _PAGE.decode(body)
     decode_fields = _fields_decoder(fields).decode
     compact = msgspec.json.format
     events: list[Mapping[str, Any]] = []
     for raw in page.value:
         event = compact(raw, indent=-1)
-        event.decode("utf-8")
         values = msgspec.structs.astuple(decode_fields(event))
         events.append(RawEvent(event, dict(zip(fields, values, strict=True))))
     return events, page.next_link
