@@ -97,7 +97,9 @@ class Reading:
 
 def verify(config: Config, args: argparse.Namespace) -> int:
     """Run the audit; the exit status as the module docstring says."""
-    configure_logging(config.log_level, sys.stderr)
+    # Logs go to stderr beside the estimate, stdout being the report's; a one-off command
+    # shows only what went wrong, unless the config asks for debug.
+    configure_logging("debug" if config.log_level == "debug" else "warning", sys.stderr)
     try:
         given = read_arguments(config, args, time.time())
         ledger = _lock_ledger(Path(config.state_path)) if args.deliver_missing else None

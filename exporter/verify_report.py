@@ -95,7 +95,7 @@ def human_duration(seconds: float) -> str:
 def human_rate(requests: int, per: float, share: float) -> str:
     """``5 requests per 10 s``, with the share of the budget when it is not all of it."""
     text = f"{requests * share:.3g} requests per {per:g} s"
-    return text if share >= 1.0 else f"{text} ({share:.0%} of the budget)"
+    return text if share >= 1.0 else f"{text} ({share * 100:.3g}% of the budget)"
 
 
 def describe_estimate(
