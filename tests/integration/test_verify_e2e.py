@@ -121,8 +121,9 @@ def test_verify_names_what_the_siem_lost_and_deliver_missing_closes_the_gap_once
                 out.write(as_siem_record(msgid, msg))
         assert {msgid for msgid, _ in lost} == set(SOURCES)
 
-        status, report, _ = verify(config_path, start, end, "--siem-export", str(export))
+        status, report, stderr = verify(config_path, start, end, "--siem-export", str(export))
         assert status == 1
+        assert stderr.startswith("siem-exporter verify: ") and "\r" not in stderr  # no TTY
         assert {(m["source"], m["id"]) for m in report["missing"]} == lost
         assert len(report["missing"]) == len(lost)
         assert all(row["siem_not_in_api"] == 0 for row in report["sources"])
@@ -219,28 +220,48 @@ def naive_poller(sim: SimProcess, every: float, polls: int, out: Path) -> tuple[
 def test_verify_names_exactly_the_events_a_non_overlapping_poller_missed(
     sim: SimProcess, tmp_path: Path
 ) -> None:
+    """Then closes the vendor's gap: delivered once to the SIEM and recorded in a ledger."""
     export = tmp_path / "vendor.jsonl"
     start, end = naive_poller(sim, every=4.0, polls=6, out=export)
     frozen_at = sim.freeze()
-    config = collector_config(
-        sim, tmp_path, syslog_port=free_port(), metrics_port=free_port(), sources=("signins",)
-    )
-    config_path = tmp_path / "verify.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert not Path(config["state"]["path"]).exists()  # no ledger: the export is all we have
+    with RsyslogReceiver() as receiver:
+        config = collector_config(
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            sources=("signins",),
+        )
+        config_path = tmp_path / "verify.yaml"
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        assert not Path(config["state"]["path"]).exists()  # no ledger: the export is all
 
-    wait_until(lambda: time.time() >= end, timeout=10)
-    status, report, _ = verify(config_path, start, end, "--siem-export", str(export))
+        wait_until(lambda: time.time() >= end, timeout=10)
+        status, report, _ = verify(config_path, start, end, "--siem-export", str(export))
+        truth = sim.truth("signins")
+        in_api = {
+            e["id"]
+            for e in truth
+            if start <= e["event_time"] < end and e["available_at"] <= frozen_at
+        }
+        got = {json.loads(line)["id"] for line in export.read_text().splitlines()}
+        missed = in_api - got
+        assert missed, "the poller missed nothing: the test proves nothing"
+        assert status == 1
+        assert {m["id"] for m in report["missing"]} == missed
+        assert len(report["missing"]) == len(missed)
+        assert report["sources"][0]["in_api"] == len(in_api)
+        assert report["sources"][0]["in_ledger"] is None
 
-    truth = sim.truth("signins")
-    in_api = {
-        e["id"] for e in truth if start <= e["event_time"] < end and e["available_at"] <= frozen_at
-    }
-    got = {json.loads(line)["id"] for line in export.read_text().splitlines()}
-    missed = in_api - got
-    assert missed, "the poller missed nothing: the test proves nothing"
-    assert status == 1
-    assert {m["id"] for m in report["missing"]} == missed
-    assert len(report["missing"]) == len(missed)
-    assert report["sources"][0]["in_api"] == len(in_api)
-    assert report["sources"][0]["in_ledger"] is None
+        status, report, _ = verify(
+            config_path, start, end, "--siem-export", str(export), "--deliver-missing"
+        )
+        assert (status, report["delivered"]) == (1, len(missed))
+        receiver.wait_for(len(missed))
+        time.sleep(1.0)  # nothing more comes
+        delivered = Counter(json.loads(msg)["id"] for _, msg in receiver.messages())
+        assert delivered == Counter(missed)
+        # The ledger it started holds exactly what it delivered: the rest is the poller's.
+        status, report, _ = verify(config_path, start, end)
+        assert status == 1
+        assert {m["id"] for m in report["missing"]} == in_api & got

@@ -88,13 +88,15 @@ def test_an_export_of_every_source_is_split_by_msgid_then_by_key_then_by_time() 
         ExportRecord(2, None, None, audit),  # no MSGID: known to the audits source
         ExportRecord(3, None, None, stranger),  # no MSGID, unknown: dated by audits' field only
         ExportRecord(4, "warning", None, {"x": 1}),  # another MSGID: not ours
+        # A stream not audited, dated inside the stretch by the sign-ins' field: not theirs.
+        ExportRecord(6, "noninteractive", None, event(7777)),
         ExportRecord(5, "signins", None, event(9999, createdDateTime="2025-01-01T00:00:00Z")),
     ]
     outcome = run([sign_in, audit], records, (SIGNINS, AUDITS))
     signins, audits = outcome["results"]["signins"], outcome["results"]["audits"]
     assert (signins.in_siem, signins.missing, signins.siem_not_in_api) == (1, (), 0)
     assert (audits.in_siem, audits.missing, audits.siem_not_in_api) == (2, (), 1)
-    assert outcome["elsewhere"] == 2  # the warning, and the sign-in outside the stretch
+    assert outcome["elsewhere"] == 3  # the warning, the other stream, the sign-in outside
 
 
 def test_without_an_export_the_ledger_decides_and_a_record_in_two_sources_counts_for_both() -> None:

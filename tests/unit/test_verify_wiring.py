@@ -1,0 +1,53 @@
+"""verify's wiring: the share of the budget it draws from, and a progress line only on a TTY."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.verify import Audit, Reading
+from exporter.verify_args import read_arguments
+from exporter.verify_report import SourceEstimate
+from tests.unit.test_verify_args import NOW, args, config
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def audit(tmp_path: Path, share: str) -> Audit:
+    export = tmp_path / "export.jsonl"
+    export.write_text('{"id": "a"}\n')
+    namespace = args(siem_export=export, budget_share=share)
+    loaded = config(tmp_path)
+    return Audit(loaded, read_arguments(loaded, namespace, NOW), namespace)
+
+
+@pytest.mark.parametrize(("share", "interval"), [("50%", 4.0), ("100%", 2.0), ("10%", 20.0)])
+def test_the_audit_sends_one_request_at_a_time_at_its_share_of_the_budget(
+    tmp_path: Path, share: str, interval: float
+) -> None:
+    """Graph's 5 requests per 10 s: half of it is one request every 4 s, never a burst."""
+    built = audit(tmp_path, share)
+    source = built.sources[0]
+    budget = built.budget(source)
+    assert (budget.requests, budget.per) == (1, pytest.approx(interval))
+    assert built.budget(source) is budget  # one per family, shared by its sources
+
+
+def test_progress_is_written_only_to_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        built = audit(tmp_path, "100%")
+        reading = Reading(built.sources[0], iter(()), None, SourceEstimate("signins", 9e3, 9, 0.5))
+        built.show_progress(reading, 3, 2500)
+        text = stream.getvalue()
+        assert (text == "") != shown
+        if shown:
+            assert text.startswith("\rsignins: 3 pages, 2,500 events, about 12 seconds left")
