@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exporter.verify import Audit, Reading
+from exporter.components import COMPONENTS
+from exporter.config import parse_config
+from exporter.verify import Audit, Reading, verify
 from exporter.verify_args import read_arguments
 from exporter.verify_report import SourceEstimate
+from tests.stack import free_port
 from tests.unit.test_verify_args import NOW, args, config
 
 
@@ -51,3 +57,47 @@ def test_progress_is_written_only_to_a_terminal(
         assert (text == "") != shown
         if shown:
             assert text.startswith("\rsignins: 3 pages, 2,500 events, about 12 seconds left")
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """verify configures the exporter's loggers for its process; undo it for the next test."""
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate)
+        for logger in (logging.getLogger("exporter"), logging.getLogger("msal"))
+    ]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_an_api_that_cannot_be_read_proves_nothing_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export.jsonl"
+    export.write_text('{"id": "a"}\n')
+    closed = f"https://127.0.0.1:{free_port()}"
+    document = {
+        "tenant_id": "t",
+        "client_id": "c",
+        "client_secret": "never-printed",
+        "authority_host": closed,
+        "graph_url": closed,
+        "sources": [{"name": "signins", "endpoint": "/v1.0/auditLogs/signIns"}],
+        "sinks": [{"host": "127.0.0.1", "port": 514}],
+        "state": {"path": str(tmp_path / "state.db")},
+    }
+    namespace = argparse.Namespace(
+        **vars(args(siem_export=export, end="2026-01-01T00:00:00Z")),
+        deliver_missing=False,
+        json=True,
+        yes=False,
+    )
+    assert verify(parse_config(document, {}, COMPONENTS), namespace) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1].startswith("siem-exporter: verify failed, nothing proven: ")
+    assert "never-printed" not in err
