@@ -97,10 +97,23 @@ def chosen_sources(config: Config, names: Sequence[str] | None) -> list[SourceCo
     return [by_name[name] for name in dict.fromkeys(names)]
 
 
-def read_export(path: Path, fmt: str, id_field: str | None) -> Export:
+def compared_fields(sources: Sequence[SourceConfig]) -> frozenset[str]:
+    """The fields of an exported event the comparison reads: the id, windows and versions."""
+    fields = {"id"}
+    for source in sources:
+        settings: GraphSettings = source.settings
+        fields.add(settings.window_field)
+        if settings.update_field is not None:
+            fields.add(settings.update_field)
+    return frozenset(fields)
+
+
+def read_export(
+    path: Path, fmt: str, id_field: str | None, sources: Sequence[SourceConfig]
+) -> Export:
     try:
         with path.open(encoding="utf-8", errors="replace", newline="") as lines:
-            export = parse_export(lines, fmt, id_field)
+            export = parse_export(lines, fmt, id_field, compared_fields(sources))
     except OSError as exc:
         raise ArgumentProblem(
             "--siem-export", f"cannot read {path}: {exc.strerror or exc}"
@@ -137,7 +150,7 @@ def read_arguments(config: Config, args: argparse.Namespace, now: float) -> Argu
     share = parse_share(args.budget_share, config.budget.reserve)
     export = None
     if args.siem_export is not None:
-        export = read_export(args.siem_export, args.format, args.id_field)
+        export = read_export(args.siem_export, args.format, args.id_field, sources)
     state = Path(config.state_path)
     if export is None and not state.exists():
         raise ArgumentProblem(

@@ -21,6 +21,7 @@ SIEM holds can be audited one source at a time.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,7 +51,6 @@ class ExportRecord:
     ``msgid`` is the syslog MSGID the record carries (the source's name), or None.
     """
 
-    line: int
     msgid: str | None
     event_id: str | None
     event: dict[str, Any] | None
@@ -79,15 +79,32 @@ def detect_format(first_line: str) -> str:
     return "csv"
 
 
-def parse_export(lines: Iterable[str], fmt: str = "auto", id_field: str | None = None) -> Export:
-    """Every record of an export; ``fmt`` ``auto`` detects it from the first non-blank line."""
+def parse_export(
+    lines: Iterable[str],
+    fmt: str = "auto",
+    id_field: str | None = None,
+    keep: frozenset[str] | None = None,
+) -> Export:
+    """Every record of an export; ``fmt`` ``auto`` detects it from the first non-blank line.
+
+    Lines are read one at a time. With ``keep``, an event that has an id keeps only those
+    fields (its id, and the time and version fields the comparison reads): an export of
+    sign-ins is about 10 kB an event, and a day of them need not sit in memory whole. An
+    event without an id is compared by its whole content, so it is kept whole.
+    """
     if fmt not in FORMATS:
         raise ExportFormatError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    numbered = [(n, line.rstrip("\r\n")) for n, line in enumerate(lines, start=1)]
-    numbered = [(n, line.lstrip(_BOM) if n == 1 else line) for n, line in numbered]
-    content = [(n, line) for n, line in numbered if line.strip()]
+    numbered = (
+        (n, (line.lstrip(_BOM) if n == 1 else line).rstrip("\r\n"))
+        for n, line in enumerate(lines, start=1)
+    )
+    content: Iterator[tuple[int, str]] = ((n, line) for n, line in numbered if line.strip())
+    first = next(content, None)
+    if first is None:
+        return Export("jsonl" if fmt == "auto" else fmt)
     if fmt == "auto":
-        fmt = detect_format(content[0][1]) if content else "jsonl"
+        fmt = detect_format(first[1])
+    content = itertools.chain([first], content)
     export = Export(fmt)
     if fmt == "csv":
         rows: Iterator[tuple[int, Mapping[str, Any] | None]] = _csv_rows(content, id_field)
@@ -97,15 +114,21 @@ def parse_export(lines: Iterable[str], fmt: str = "auto", id_field: str | None =
         rows = ((n, {"_raw": line}) for n, line in content)
     for number, row in rows:
         record = (
-            None
-            if row is None
-            else record_from_mapping(row, number, id_field, holds_event=fmt != "csv")
+            None if row is None else record_from_mapping(row, id_field, holds_event=fmt != "csv")
         )
         if record is None:
             export.unreadable.append(number)
         else:
-            export.records.append(record)
+            export.records.append(record if keep is None else _slim(record, keep))
     return export
+
+
+def _slim(record: ExportRecord, keep: frozenset[str]) -> ExportRecord:
+    """``record`` with only the ``keep`` fields of its event, when its id makes them enough."""
+    event = record.event
+    if event is None or not isinstance(event.get("id"), str) or not event["id"]:
+        return record
+    return ExportRecord(record.msgid, None, {name: event[name] for name in keep if name in event})
 
 
 def _json_object(line: str) -> dict[str, Any] | None:
@@ -117,19 +140,17 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 
 def _csv_rows(
-    content: list[tuple[int, str]], id_field: str | None
+    content: Iterator[tuple[int, str]], id_field: str | None
 ) -> Iterator[tuple[int, Mapping[str, Any] | None]]:
     """Each data row as a mapping of its header's columns (an id or a wrapper column needed)."""
-    if not content:
-        return
-    header = next(csv.reader([content[0][1]]))
+    header = next(csv.reader([next(content)[1]]))
     wanted = [id_field] if id_field else ["id", *WRAPPER_FIELDS]
     if not any(name in header for name in wanted):
         raise ExportFormatError(
             f"CSV header has no {' or '.join(repr(w) for w in wanted)} column"
             + ("" if id_field else "; name the id column with --id-field")
         )
-    for number, line in content[1:]:
+    for number, line in content:
         values = next(csv.reader([line]), [])
         if len(values) != len(header):
             yield number, None
@@ -158,7 +179,7 @@ def _msgid(record: Mapping[str, Any]) -> str | None:
 
 
 def record_from_mapping(
-    record: Mapping[str, Any], line: int, id_field: str | None = None, *, holds_event: bool = True
+    record: Mapping[str, Any], id_field: str | None = None, *, holds_event: bool = True
 ) -> ExportRecord | None:
     """The event or id one JSON object or CSV row holds, or None when it holds neither.
 
@@ -169,19 +190,19 @@ def record_from_mapping(
     if id_field is not None:
         value = _at(record, id_field)
         if isinstance(value, str) and value:
-            return ExportRecord(line, msgid, value, None)
+            return ExportRecord(msgid, value, None)
         return None
     for wrapper in WRAPPER_FIELDS:
         text = record.get(wrapper)
-        if isinstance(text, str) and (inner := record_from_text(text, line, msgid)) is not None:
+        if isinstance(text, str) and (inner := record_from_text(text, msgid)) is not None:
             return inner
     if not holds_event:
         value = record.get("id")
-        return ExportRecord(line, msgid, value, None) if isinstance(value, str) and value else None
-    return ExportRecord(line, msgid, None, dict(record))
+        return ExportRecord(msgid, value, None) if isinstance(value, str) and value else None
+    return ExportRecord(msgid, None, dict(record))
 
 
-def record_from_text(text: str, line: int, msgid: str | None = None) -> ExportRecord | None:
+def record_from_text(text: str, msgid: str | None = None) -> ExportRecord | None:
     """The event in an RFC 5424 line or a JSON text; the line's MSGID wins over ``msgid``."""
     text = text.strip().lstrip(_BOM)
     message = _RFC5424.fullmatch(text)
@@ -191,4 +212,4 @@ def record_from_text(text: str, line: int, msgid: str | None = None) -> ExportRe
     event = _json_object(text)
     if event is None:
         return None
-    return ExportRecord(line, None if msgid == "-" else msgid, None, event)
+    return ExportRecord(None if msgid == "-" else msgid, None, event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from typing import Any
 
@@ -10,7 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.components import COMPONENTS
+from exporter.config import parse_config
 from exporter.graph import key_events
+from exporter.verify_args import compared_fields
 from exporter.verify_compare import (
     ApiEvent,
     Keying,
@@ -19,8 +23,10 @@ from exporter.verify_compare import (
     api_event,
     attribute,
     compare,
+    record_keys,
 )
 from exporter.verify_export import ExportRecord, parse_export
+from tests.strategies import json_events, json_values
 from tests.unit.test_verify_export import SHAPES, event, render
 
 STRETCH = Stretch(1_767_225_600.0, 1_767_225_600.0 + 3600)  # 2026-01-01T00:00Z, one hour
@@ -73,9 +79,9 @@ def test_records_that_change_compare_by_version_unless_the_export_holds_ids_only
     first = {"id": "r1", "lastUpdatedDateTime": "2026-01-01T00:10:00Z", "riskLevel": "low"}
     second = {**first, "lastUpdatedDateTime": "2026-01-01T00:20:00Z", "riskLevel": "high"}
     api = [first, second]
-    whole = run(api, [ExportRecord(1, "risks", None, first)], (risks,))["results"]["risks"]
+    whole = run(api, [ExportRecord("risks", None, first)], (risks,))["results"]["risks"]
     assert [e.event_time for e in whole.missing] == [api_event(second, risks).event_time]
-    ids_only = run(api, [ExportRecord(1, "risks", "r1", None)], (risks,))["results"]["risks"]
+    ids_only = run(api, [ExportRecord("risks", "r1", None)], (risks,))["results"]["risks"]
     assert ids_only.missing == ()
 
 
@@ -84,13 +90,13 @@ def test_an_export_of_every_source_is_split_by_msgid_then_by_key_then_by_time() 
     audit = {"id": "Directory_1", "activityDateTime": "2026-01-01T00:30:00Z"}
     stranger = {"id": "Directory_2", "activityDateTime": "2026-01-01T00:31:00Z"}  # not in API
     records = [
-        ExportRecord(1, "signins", None, sign_in),
-        ExportRecord(2, None, None, audit),  # no MSGID: known to the audits source
-        ExportRecord(3, None, None, stranger),  # no MSGID, unknown: dated by audits' field only
-        ExportRecord(4, "warning", None, {"x": 1}),  # another MSGID: not ours
+        ExportRecord("signins", None, sign_in),
+        ExportRecord(None, None, audit),  # no MSGID: known to the audits source
+        ExportRecord(None, None, stranger),  # no MSGID, unknown: dated by audits' field only
+        ExportRecord("warning", None, {"x": 1}),  # another MSGID: not ours
         # A stream not audited, dated inside the stretch by the sign-ins' field: not theirs.
-        ExportRecord(6, "noninteractive", None, event(7777)),
-        ExportRecord(5, "signins", None, event(9999, createdDateTime="2025-01-01T00:00:00Z")),
+        ExportRecord("noninteractive", None, event(7777)),
+        ExportRecord("signins", None, event(9999, createdDateTime="2025-01-01T00:00:00Z")),
     ]
     outcome = run([sign_in, audit], records, (SIGNINS, AUDITS))
     signins, audits = outcome["results"]["signins"], outcome["results"]["audits"]
@@ -106,7 +112,7 @@ def test_without_an_export_the_ledger_decides_and_a_record_in_two_sources_counts
     assert [e.event_id for e in result.missing] == [b["id"]]
     assert (result.in_ledger, result.not_in_ledger, result.in_siem) == (1, 1, None)
     everything = Keying("all", "createdDateTime")
-    both = run([a], [ExportRecord(1, None, None, a)], (SIGNINS, everything))["results"]
+    both = run([a], [ExportRecord(None, None, a)], (SIGNINS, everything))["results"]
     assert both["signins"].missing == both["all"].missing == ()
 
 
@@ -122,3 +128,42 @@ def test_missing_events_come_in_event_time_order() -> None:
     ]
     result = run(events, [])["results"]["signins"]
     assert [e.event_id for e in result.missing] == list(reversed(ids))
+
+
+RISKS = Keying("risks", "lastUpdatedDateTime", "lastUpdatedDateTime")
+SOURCES = parse_config(
+    {
+        "tenant_id": "t",
+        "client_id": "c",
+        "client_secret": "s",
+        "sources": [
+            {"name": "signins", "endpoint": "/v1.0/auditLogs/signIns"},
+            {
+                "name": "risks",
+                "endpoint": "/v1.0/identityProtection/riskDetections",
+                "time_field": "detectedDateTime",
+                "update_field": "lastUpdatedDateTime",
+            },
+        ],
+        "sinks": [{"host": "127.0.0.1", "port": 514}],
+    },
+    {},
+    COMPONENTS,
+).sources
+
+
+@given(extra=json_events, has_id=st.booleans(), version=json_values)
+def test_an_export_event_slimmed_to_the_compared_fields_keys_and_dates_as_the_whole(
+    extra: dict[str, Any], has_id: bool, version: Any
+) -> None:
+    item = {**extra, "createdDateTime": "2026-01-01T00:10:00Z", "lastUpdatedDateTime": version}
+    if has_id:
+        item["id"] = "risk-1"
+    else:
+        item.pop("id", None)
+    line = json.dumps(item)
+    whole = parse_export(io.StringIO(line)).records
+    slim = parse_export(io.StringIO(line), keep=compared_fields(SOURCES)).records
+    assert len(whole) == len(slim) == 1
+    for keying in (SIGNINS, RISKS):
+        assert record_keys(slim[0], keying) == record_keys(whole[0], keying)
