@@ -98,14 +98,10 @@ def chosen_sources(config: Config, names: Sequence[str] | None) -> list[SourceCo
 
 
 def compared_fields(sources: Sequence[SourceConfig]) -> frozenset[str]:
-    """The fields of an exported event the comparison reads: the id, windows and versions."""
-    fields = {"id"}
-    for source in sources:
-        settings: GraphSettings = source.settings
-        fields.add(settings.window_field)
-        if settings.update_field is not None:
-            fields.add(settings.update_field)
-    return frozenset(fields)
+    """The fields of an exported event the comparison reads: the id and each window field
+    (for records that change, the window field is the version field too)."""
+    windows = {source.settings.window_field for source in sources}
+    return frozenset({"id", *windows})
 
 
 def read_export(
