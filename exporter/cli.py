@@ -11,6 +11,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verify":
         config = _load(args.config)
         if config is None:
+            if args.metrics_file is not None:  # a scheduled audit's bad config is seen too
+                from exporter.verify_metrics import write_result
+
+                return write_result(args.metrics_file, EXIT_CONFIG, [], time.time())
             return EXIT_CONFIG
         from exporter.verify import verify
 

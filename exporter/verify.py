@@ -59,6 +59,7 @@ from exporter.verify_compare import (
     compare,
     record_keys,
 )
+from exporter.verify_metrics import write_result
 from exporter.verify_report import (
     CONFIRM_ABOVE,
     DAY,
@@ -96,27 +97,36 @@ class Reading:
 
 
 def verify(config: Config, args: argparse.Namespace) -> int:
-    """Run the audit; the exit status as the module docstring says."""
+    """Run the audit; the exit status as the module docstring says, also written to
+    ``--metrics-file`` when given."""
     # Logs go to stderr beside the estimate, stdout being the report's; a one-off command
     # shows only what went wrong, unless the config asks for debug.
     configure_logging("debug" if config.log_level == "debug" else "warning", sys.stderr)
+    status, results = _audit(config, args)
+    if args.metrics_file is not None:
+        status = write_result(args.metrics_file, status, results, time.time())
+    return status
+
+
+def _audit(config: Config, args: argparse.Namespace) -> tuple[int, list[SourceResult]]:
+    """The exit status and, when the audit got as far as comparing, each source's result."""
     try:
         given = read_arguments(config, args, time.time())
         ledger = _lock_ledger(Path(config.state_path)) if args.deliver_missing else None
     except ArgumentProblem as problem:
         print(f"siem-exporter: {one_line(str(problem))}", file=sys.stderr)
-        return EXIT_ARGUMENT
+        return EXIT_ARGUMENT, []
     try:
         return Audit(config, given, args).run(ledger)
     except ArgumentProblem as problem:
         print(f"siem-exporter: {one_line(str(problem))}", file=sys.stderr)
-        return EXIT_ARGUMENT
+        return EXIT_ARGUMENT, []
     except (ExporterError, OSError) as exc:
         log.error("verify failed", extra=fields(error=str(exc)))
         print(
             f"siem-exporter: verify failed, nothing proven: {one_line(str(exc))}", file=sys.stderr
         )
-        return EXIT_MISSING
+        return EXIT_MISSING, []
     finally:
         if ledger is not None:
             ledger.close()
@@ -168,7 +178,7 @@ class Audit:
             self.budgets[family] = RequestBudget(1, 1.0 / self.rate(source), self.clock)
         return self.budgets[family]
 
-    def run(self, ledger: Ledger | None) -> int:
+    def run(self, ledger: Ledger | None) -> tuple[int, list[SourceResult]]:
         readings = [self.open_reading(source) for source in self.sources]
         estimates = [r.estimate for r in readings]
         rates = [self.rate_text(r.source) for r in readings]
@@ -196,7 +206,7 @@ class Audit:
             sys.stdout.write("\n")
         missing = sum(len(r.missing) for r in results)
         log.info("verify done", extra=fields(missing=missing, delivered=delivered))
-        return EXIT_MISSING if missing else EXIT_OK
+        return (EXIT_MISSING if missing else EXIT_OK), results
 
     def rate_text(self, source: SourceConfig) -> str:
         budget = self.config.budget_of(source)

@@ -42,6 +42,9 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deliver-missing", action="store_true", help="send what the SIEM lacks")
     parser.add_argument("--json", action="store_true", help="the report as JSON for scripts")
     parser.add_argument(
+        "--metrics-file", type=Path, help="also write the result here as Prometheus text (.prom)"
+    )
+    parser.add_argument(
         "--yes", action="store_true", help=f"run even if over {CONFIRM_ABOVE / 60:.0f} min"
     )
 

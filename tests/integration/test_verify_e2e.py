@@ -32,6 +32,7 @@ from tests.stack import (
     wait_for_polls_after,
     wait_until,
 )
+from tests.unit.test_verify_metrics import samples
 
 pytestmark = pytest.mark.slow
 SOURCES = ("signins", "directoryAudits")
@@ -237,7 +238,10 @@ def test_verify_names_exactly_the_events_a_non_overlapping_poller_missed(
         assert not Path(config["state"]["path"]).exists()  # no ledger: the export is all
 
         wait_until(lambda: time.time() >= end, timeout=10)
-        status, report, _ = verify(config_path, start, end, "--siem-export", str(export))
+        result = tmp_path / "verify.prom"  # what a scheduled audit leaves for Prometheus
+        status, report, _ = verify(
+            config_path, start, end, "--siem-export", str(export), "--metrics-file", str(result)
+        )
         truth = sim.truth("signins")
         in_api = {
             e["id"]
@@ -252,6 +256,13 @@ def test_verify_names_exactly_the_events_a_non_overlapping_poller_missed(
         assert len(report["missing"]) == len(missed)
         assert report["sources"][0]["in_api"] == len(in_api)
         assert report["sources"][0]["in_ledger"] is None
+        assert {
+            name: value for name, value in samples(result).items() if "timestamp" not in name
+        } == {
+            "siem_exporter_verify_exit_status": 1,
+            'siem_exporter_verify_api_events{source="signins"}': len(in_api),
+            'siem_exporter_verify_missing_events{source="signins"}': len(missed),
+        }
 
         status, report, _ = verify(
             config_path, start, end, "--siem-export", str(export), "--deliver-missing"

@@ -46,6 +46,7 @@ def args(**overrides: object) -> argparse.Namespace:
         "siem_export": None,
         "format": "auto",
         "id_field": None,
+        "metrics_file": None,
     }
     return argparse.Namespace(**{**values, **overrides})
 

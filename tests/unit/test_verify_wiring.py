@@ -18,6 +18,7 @@ from exporter.verify_args import read_arguments
 from exporter.verify_report import SourceEstimate
 from tests.stack import free_port
 from tests.unit.test_verify_args import NOW, args, config
+from tests.unit.test_verify_metrics import samples
 
 
 class Terminal(io.StringIO):
@@ -90,8 +91,9 @@ def test_an_api_that_cannot_be_read_proves_nothing_and_exits_1(
         "sinks": [{"host": "127.0.0.1", "port": 514}],
         "state": {"path": str(tmp_path / "state.db")},
     }
+    result = tmp_path / "verify.prom"
     namespace = argparse.Namespace(
-        **vars(args(siem_export=export, end="2026-01-01T00:00:00Z")),
+        **vars(args(siem_export=export, end="2026-01-01T00:00:00Z", metrics_file=result)),
         deliver_missing=False,
         json=True,
         yes=False,
@@ -101,3 +103,5 @@ def test_an_api_that_cannot_be_read_proves_nothing_and_exits_1(
     assert out == ""
     assert err.splitlines()[-1].startswith("siem-exporter: verify failed, nothing proven: ")
     assert "never-printed" not in err
+    assert samples(result)["siem_exporter_verify_exit_status"] == 1
+    assert "never-printed" not in result.read_text()
