@@ -1,4 +1,4 @@
-"""The command line: ``run``, ``demo``, ``simulate`` and ``check-config`` (see CONTRACT.md).
+"""The command line: ``run``, ``demo``, ``simulate``, ``check-config`` and ``verify`` (CONTRACT.md).
 
 Exit status: 0 on success or clean shutdown, 2 on a bad config (one line on stderr naming
 the key), 1 on a fatal runtime error.
@@ -11,6 +11,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -22,6 +23,7 @@ from exporter.components import COMPONENTS
 from exporter.config import Config, effective_config, load_config
 from exporter.errors import ConfigError, ExporterError
 from exporter.logs import configure_logging, fields
+from exporter.verify_args import add_verify_arguments
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -49,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     demo.add_argument("--metrics-listen", default="127.0.0.1:9795", help="HOST:PORT for /metrics")
 
+    verify = commands.add_parser(
+        "verify", help="compare the API for a past stretch with the ledger and a SIEM export"
+    )
+    add_verify_arguments(verify)
+
     simulate = commands.add_parser("simulate", help="serve only the simulated tenant")
     simulate.add_argument("--listen", required=True, help="HOST:PORT (port 0: any free port)")
     simulate.add_argument(
@@ -64,6 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "run":
         return run(args.config)
+    if args.command == "verify":
+        config = _load(args.config)
+        if config is None:
+            if args.metrics_file is not None:  # a scheduled audit's bad config is seen too
+                from exporter.verify_metrics import write_result
+
+                return write_result(args.metrics_file, EXIT_CONFIG, [], time.time())
+            return EXIT_CONFIG
+        from exporter.verify import verify
+
+        return verify(config, args)
     if args.command == "demo":
         from exporter.demo import run_demo
 

@@ -202,7 +202,9 @@ def event_key(event: Mapping[str, Any], update_field: str | None = None) -> tupl
     key, has_id = dedupe_key(event.get("id"), event)
     if update_field is None or not has_id:
         return key, has_id
-    version = json.dumps(event.get(update_field), ensure_ascii=False).encode("utf-8")
+    version = json.dumps(event.get(update_field), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
     return hashlib.sha256(b"\0version\0" + key + version).digest()[:16], True
 
 

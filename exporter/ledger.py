@@ -247,3 +247,55 @@ class Ledger:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StateError(f"state file {self.path}: {exc}") from None
+
+
+class LedgerReader:
+    """The ledger opened read-only, without the process lock: for ``siem-exporter verify``.
+
+    An audit may run beside a collector that holds the lock; SQLite's WAL lets it read a
+    consistent snapshot while the collector writes, and ``mode=ro`` makes any write an
+    error, so the audit cannot disturb what it audits.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            _check_layout(self._db)
+        except (sqlite3.Error, StateError) as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from None
+
+    def between(self, source: str, start: float, end: float) -> list[tuple[bytes, float]]:
+        """Every (key, event time) of ``source`` with ``start <= event time < end``."""
+        return [
+            (bytes(key), when)
+            for key, when in self._query(
+                "SELECT key, event_time FROM delivered"
+                " WHERE source = ? AND event_time >= ? AND event_time < ?",
+                (source, start, end),
+            )
+        ]
+
+    def count_between(self, source: str, start: float, end: float) -> int:
+        """How many deliveries of ``source`` the ledger holds with event times in [start, end)."""
+        rows = self._query(
+            "SELECT count(*) FROM delivered WHERE source = ? AND event_time >= ? AND event_time < ?",
+            (source, start, end),
+        )
+        return int(rows[0][0])
+
+    def undated(self, source: str) -> set[bytes]:
+        """The keys of ``source`` recorded without an event time (none from Graph, but possible)."""
+        return {
+            bytes(row[0])
+            for row in self._query("SELECT key FROM undated WHERE source = ?", (source,))
+        }
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from None

@@ -170,7 +170,9 @@ def dedupe_key(event_id: object, event: Mapping[str, Any]) -> tuple[bytes, bool]
 
     A GUID id is its 16 bytes in any spelling; another non-empty string id is hashed; an
     event without a usable id is keyed by a hash of its canonical JSON (sorted keys), which
-    is stable however the API orders the fields.
+    is stable however the API orders the fields. A lone surrogate (JSON's ``"\\ud800"``,
+    which UTF-8 cannot hold) is hashed as its surrogate-escaped bytes rather than crash the
+    poll; any other text encodes exactly as before, so keys already in a ledger still match.
     """
     if isinstance(event_id, str) and event_id:
         if _CANONICAL_GUID.fullmatch(event_id):
@@ -179,7 +181,8 @@ def dedupe_key(event_id: object, event: Mapping[str, Any]) -> tuple[bytes, bool]
         try:
             return uuid.UUID(event_id).bytes, True
         except ValueError:
-            return hashlib.sha256(event_id.encode("utf-8")).digest()[:16], True
+            return hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).digest()[:16], True
     content = event if isinstance(event, dict) else dict(event)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(b"\0no-id\0" + canonical.encode("utf-8")).digest()[:16], False
+    digest = hashlib.sha256(b"\0no-id\0" + canonical.encode("utf-8", "surrogatepass")).digest()
+    return digest[:16], False

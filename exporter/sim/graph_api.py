@@ -227,7 +227,12 @@ class GraphApi:
             next_link = foreign + own[len(base_url) :]
         if next_link is not None:
             body["@odata.nextLink"] = next_link
-        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:
+            # An injected lone surrogate, which UTF-8 cannot hold: Graph would send it as
+            # the escape "\\ud800", and so does ASCII JSON, with every value unchanged.
+            raw = json.dumps(body, separators=(",", ":")).encode()
         if self._faults.take("malformed_pages"):
             raw = raw[: max(1, len(raw) // 2)]
         headers = {"Content-Type": _GRAPH_CONTENT_TYPE, "request-id": str(uuid.uuid4())}

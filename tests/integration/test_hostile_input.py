@@ -66,6 +66,9 @@ def hostile_objects() -> list[dict[str, Any]]:
             "createdDateTime": created,
         },
         {"hostile_case": "non-GUID id", "id": "   id with spaces 😀 ", "createdDateTime": created},
+        # JSON's "\ud800": a lone surrogate, which UTF-8 cannot hold, in the key's input.
+        {"hostile_case": "lone surrogate, no id", "createdDateTime": created, "x": "\ud800"},
+        {"hostile_case": "lone surrogate id", "id": "hostile-\udfff", "createdDateTime": created},
     ]
 
 

@@ -14,6 +14,7 @@ from exporter.collector import arrival_lags, select_new
 from exporter.errors import StateError, StateLockedError
 from exporter.graph import event_key, key_events
 from exporter.ledger import Ledger
+from tests.strategies import json_events, json_values
 
 ids = st.uuids().map(str)
 
@@ -42,6 +43,7 @@ def test_event_keys() -> None:
     assert not has_id
     assert key == event_key(dict(reversed(list(no_id.items()))))[0]
     assert key != event_key({**no_id, "x": [2, 1]})[0]
+    assert event_key({"id": "a\ud800"})[0] != event_key({"id": "a\udfff"})[0]
 
 
 def test_keys_stay_those_earlier_versions_wrote_into_the_ledger() -> None:
@@ -58,6 +60,20 @@ def test_keys_stay_those_earlier_versions_wrote_into_the_ledger() -> None:
         "no id": ("71cdbd6b7f9f249b31479ee868da681f", False),
         "number id": ("45096f1986e271dcd87b01ce6454d976", False),
     }
+
+
+@given(json_events, json_values, st.sampled_from([None, "lastUpdatedDateTime"]))
+@example({"id": "a\ud800"}, None, None)  # JSON's "\ud800": a lone surrogate, as json.loads gives it
+@example({"x": "\udfff"}, None, None)
+@example({"id": "r1"}, "\ud800", "lastUpdatedDateTime")
+def test_any_event_the_api_can_send_gets_a_key(
+    event: dict[str, object], version: object, update_field: str | None
+) -> None:
+    """A key that raised would fail every poll whose window holds the event, for good."""
+    if update_field is not None:
+        event = {**event, update_field: version}
+    key, _ = event_key(event, update_field)
+    assert len(key) == 16
 
 
 guid_like = st.one_of(

@@ -1,0 +1,70 @@
+"""``verify --metrics-file``: the audit's result as a Prometheus text file.
+
+A scheduled audit (cron, a Kubernetes CronJob) has no one reading its report: its result
+must reach the monitoring that already watches the collector, without a Pushgateway. The
+file is in the format node-exporter's textfile collector reads (name it ``*.prom``), and
+is written whole under a temporary name and renamed, so a scrape never sees half of it.
+An alert can then fire on missing events, on an audit that proved nothing, and (from the
+timestamp) on an audit that stopped running.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+from exporter.metrics import PREFIX
+from exporter.verify_compare import SourceResult
+
+
+def result_registry(
+    status: int, results: Sequence[SourceResult], finished_at: float
+) -> CollectorRegistry:
+    """The gauges of one audit; ``results`` is empty when it ended before comparing."""
+    registry = CollectorRegistry()
+    Gauge(
+        f"{PREFIX}_verify_exit_status",
+        "verify's exit status: 0 nothing missing, 1 something missing or nothing proven, "
+        "2 bad config or arguments",
+        registry=registry,
+    ).set(status)
+    Gauge(
+        f"{PREFIX}_verify_last_run_timestamp_seconds",
+        "When verify finished (Unix time)",
+        registry=registry,
+    ).set(finished_at)
+    in_api = Gauge(
+        f"{PREFIX}_verify_api_events",
+        "Events the API holds for the audited stretch",
+        ["source"],
+        registry=registry,
+    )
+    missing = Gauge(
+        f"{PREFIX}_verify_missing_events",
+        "Events of the stretch missing from the SIEM export (without one: from the ledger)",
+        ["source"],
+        registry=registry,
+    )
+    for result in results:
+        in_api.labels(result.source).set(result.in_api)
+        missing.labels(result.source).set(len(result.missing))
+    return registry
+
+
+def write_result(
+    path: Path, status: int, results: Sequence[SourceResult], finished_at: float
+) -> int:
+    """Write the file; the exit status, 1 instead of 0 when it could not be written (a
+    scheduled audit whose result nobody can see has proven nothing)."""
+    try:
+        write_to_textfile(str(path), result_registry(status, results, finished_at))
+    except OSError as exc:
+        print(
+            f"siem-exporter: --metrics-file: cannot write {path}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return max(status, 1)
+    return status
