@@ -24,6 +24,7 @@ import orjson
 
 from exporter.errors import StateError
 from exporter.pipeline import KeyedEvent
+from exporter.syslog import event_json
 
 
 def dead_letter_path(state_path: str) -> Path:
@@ -85,7 +86,7 @@ class DeadLetters:
             "reason": reason,
             "detail": detail,
         }
-        whole = orjson.dumps({**entry, "event": item.event}) + b"\n"
+        whole = orjson.dumps({**entry, "event": orjson.Fragment(event_json(item.event))}) + b"\n"
         with self._lock:
             kept = self._size + len(whole) <= self.max_bytes
             line = whole if kept else orjson.dumps({**entry, "event": None}) + b"\n"

@@ -96,7 +96,7 @@ def format_timestamp(timestamp: datetime | None) -> str:
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _event_json(event: Mapping[str, Any]) -> bytes:
+def event_json(event: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON as the SIEM's parser expects.
 
     orjson writes the same compact form as ``json.dumps(separators=(",", ":"),
@@ -132,7 +132,7 @@ def format_message(
     and JSON escapes every control character, so the message never contains a newline.
     """
     return _format(
-        _event_json(event),
+        event_json(event),
         msgid=msgid,
         timestamp=timestamp,
         hostname=hostname,

@@ -21,8 +21,9 @@ from exporter.clock import ManualClock
 from exporter.deadletter import DeadLetters
 from exporter.delivery import Delivery
 from exporter.errors import Interrupted, SinkUnavailable, StateError
+from exporter.graph import key_events, parse_page
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import KeyedEvent, Refusal
+from exporter.pipeline import KeyedEvent, RawEvent, Refusal
 from exporter.relp_transport import RelpTransport
 from exporter.syslog import MAX_UDP_DATAGRAM
 from exporter.syslog_sink import SyslogSettings, SyslogSink
@@ -303,3 +304,21 @@ def test_a_message_a_relp_receiver_refuses_again_and_again_is_kept_and_the_rest_
         ("event-3", "refused"),
     ]
     assert any("500 no" in x["detail"] for x in lines)
+
+
+def test_an_event_kept_as_the_bytes_the_api_sent_is_dead_lettered_whole(tmp_path: Path) -> None:
+    """Graph's events travel as their page's own JSON (``RawEvent``); the dead-letter file
+    must keep that JSON as the event, not fail on an object it cannot serialise."""
+    body = json.dumps({"value": [{"id": "event-0", "blob": "x" * 5000, "n": [1, {"é": None}]}]})
+    (event,) = key_events(
+        parse_page(body.encode(), ("id", "createdDateTime"))[0], "createdDateTime"
+    )
+    assert isinstance(event.event, RawEvent)
+    letters = DeadLetters(tmp_path / "dead.jsonl", 1 << 20)
+    delivery, registry, _ = delivery_for(
+        [sink("a", ScriptedTransport(), max_message_size=4000)], StoppingClock(1), letters
+    )
+    delivery.send("signins", [event])
+    (line,) = (tmp_path / "dead.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["event"] == json.loads(body)["value"][0]
+    assert sample(registry, "dead_letter_events") == 1
