@@ -347,6 +347,7 @@ class SourceLoop:
         self.planner.observe_rate(tally.events, tally.newest_event_time, start)
         if drift is not None:
             self.metrics.api_drift.labels(name).set(drift)
+            self.metrics.window_drift.labels(name).set(drift)
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - run.launch.asof)
         window = run.launch.asof - start  # how far back the fresh query reached

@@ -26,7 +26,10 @@ one time axis:
 - **Event time is CreationTime** (UTC, no zone suffix) for the syslog header; this module
   observes ``event_arrival_lag_seconds`` (first seen minus CreationTime) for new records and
   ``api_drift_seconds`` (now minus the newest CreationTime seen) itself, since the loop
-  measures on the window's axis.
+  measures on the window's axis. ``window_drift_seconds``, which the drift alerts hold
+  against the window, is now minus the newest contentCreated listed: the axis the window
+  runs on. CreationTime trails it by the API's normal 60-90 minutes, which says nothing
+  about whether the listing windows still reach the blobs.
 - **A blob that expired before it was fetched is lost**, the one loss nobody can prevent
   (a collector down for days): ``blob_fetch_failures_total{reason="expired"}``, an error
   line naming the blob, and the SiemExporterContentExpired alert.
@@ -71,6 +74,7 @@ log = logging.getLogger(__name__)
 
 BLOB_LEDGER = "/blobs"
 CHECKPOINT_NEWEST = "management:newest_record"
+CHECKPOINT_NEWEST_LISTED = "management:newest_content_created"
 EXPIRED = "expired"
 BLOB_FAILURE_REASONS = (EXPIRED, "malformed_page", "foreign_next_link", "http_error", "network")
 ALREADY_ENABLED, NO_SUBSCRIPTION, DISABLED, CONTENT_EXPIRED = (
@@ -213,6 +217,7 @@ class ManagementActivitySource:
         self._disabled = False
         self._claims: dict[str, float] = {}  # blobs a run is handing on: not fetched twice
         self._newest = ledger.checkpoint(source.name, CHECKPOINT_NEWEST)
+        self._newest_listed = ledger.checkpoint(source.name, CHECKPOINT_NEWEST_LISTED)
         self._evicted_at = 0.0
 
     # -- the Source protocol --------------------------------------------------------------
@@ -237,10 +242,21 @@ class ManagementActivitySource:
                 blobs, next_uri = self._list(url)
                 yield from self._blobs(blobs)
                 url = None if next_uri is None else with_publisher(next_uri, self.tenant)
-        if end is None and self._newest is not None:
-            self.metrics.api_drift.labels(self.source.name).set(self.clock.now() - self._newest)
-            self.ledger.set_checkpoints(self.source.name, {CHECKPOINT_NEWEST: self._newest})
+        if end is None:
+            self._measure_drift()
         self._evict(now)
+
+    def _measure_drift(self) -> None:
+        """After a fresh listing: drift on CreationTime, and on contentCreated for the window."""
+        name, now, checkpoints = self.source.name, self.clock.now(), {}
+        if self._newest is not None:
+            self.metrics.api_drift.labels(name).set(now - self._newest)
+            checkpoints[CHECKPOINT_NEWEST] = self._newest
+        if self._newest_listed is not None:
+            self.metrics.window_drift.labels(name).set(now - self._newest_listed)
+            checkpoints[CHECKPOINT_NEWEST_LISTED] = self._newest_listed
+        if checkpoints:
+            self.ledger.set_checkpoints(name, checkpoints)
 
     # -- listing --------------------------------------------------------------------------
 
@@ -260,6 +276,8 @@ class ManagementActivitySource:
         self._check(reply)
         blobs = parse_listing(reply.body)
         self.extra.blobs_listed.labels(self.source.name).inc(len(blobs))
+        for blob in blobs:
+            self._newest_listed = max(blob.created, self._newest_listed or blob.created)
         if self._disabled:
             self._disabled = False
             log.info("subscription enabled again", extra=fields(source=self.source.name))

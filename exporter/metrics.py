@@ -70,6 +70,17 @@ class ExporterMetrics:
             "Now minus the newest event time seen by the last completed query.",
             ["source"],
         )
+        # What the drift alerts compare with query_window_seconds: drift on the axis the
+        # window runs on. For Graph that is the event time (the same value as api_drift);
+        # the Management Activity API lists by contentCreated while its events are dated by
+        # CreationTime, usually 60-90 minutes earlier, so api_drift against its window would
+        # alarm on every healthy source with a one-hour lookback.
+        self.window_drift = gauge(
+            "window_drift_seconds",
+            "Now minus the newest time, on the axis the query window runs on (event time; "
+            "contentCreated for the Management Activity API), seen by the last completed query.",
+            ["source"],
+        )
         self.arrival_lag = Histogram(
             f"{PREFIX}_event_arrival_lag_seconds",
             "For each new event: when it was first seen minus its own event time.",
@@ -254,6 +265,7 @@ class ExporterMetrics:
             name = source.name
             for child in (
                 self.api_drift,
+                self.window_drift,
                 self.arrival_lag,
                 self.query_window,
                 self.duplicates,

@@ -240,10 +240,7 @@ class ManagementApi:
             with self._lock:
                 if action == "truth" and request.method == "GET":
                     content_type = query.get("contentType", [CONTENT_TYPES[0]])[0]
-                    feed = self._feeds[content_type]
-                    visible = self._clock() if self._frozen_at is None else self._frozen_at
-                    feed.advance(visible)
-                    return json_response(200, feed.truth(visible))
+                    return json_response(200, self.truth(content_type))
                 if action == "stats" and request.method == "GET":
                     return json_response(200, self.stats())
                 if action == "faults" and request.method == "POST":
@@ -258,6 +255,14 @@ class ManagementApi:
         except (KeyError, TypeError, ValueError) as exc:
             return json_response(400, {"error": f"bad request: {exc}"})
         return json_response(404, {"error": f"no control endpoint /_sim/management/{action}"})
+
+    def truth(self, content_type: str) -> list[dict[str, Any]]:
+        """Every record of a content type so far, with the blobs that hold it (see Feed.truth)."""
+        with self._lock:
+            feed = self._feeds[content_type]
+            visible = self._clock() if self._frozen_at is None else self._frozen_at
+            feed.advance(visible)
+            return feed.truth(visible)
 
     def set_faults(self, **knobs: Any) -> None:
         """Change fault counters; ``budget=[requests, per_seconds]`` replaces the budget."""

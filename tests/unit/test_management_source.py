@@ -175,6 +175,29 @@ def test_records_are_keyed_by_id_and_dated_by_creation_time(rig: Rig) -> None:
     assert rig.value("siem_exporter_event_arrival_lag_seconds_count", source="aad") == len(sent)
 
 
+def test_drift_against_the_window_is_measured_on_content_created(rig: Rig) -> None:
+    # The listing windows run on contentCreated; CreationTime trails it by the API's
+    # latency, so only contentCreated says whether the windows still reach the blobs.
+    start = rig.clock.now()
+    rig.deliver(start)
+    rig.clock.advance(90)
+    sent = rig.deliver(start)
+    now = rig.clock.now()
+    truth = rig.api.control(Request("GET", "", {}), "truth", {"contentType": [AAD]})
+    listed = [
+        blob["content_created"]
+        for record in json.loads(truth.body)
+        for blob in record["blobs"]
+        if blob["exists"] and blob["listable_at"] <= now
+    ]
+    newest_record = max(parse_time(e.event["CreationTime"]) for e in sent)
+    window_drift = rig.value("siem_exporter_window_drift_seconds", source="aad")
+    api_drift = rig.value("siem_exporter_api_drift_seconds", source="aad")
+    assert window_drift == pytest.approx(now - max(listed))
+    assert api_drift == pytest.approx(now - newest_record.timestamp())
+    assert window_drift < api_drift
+
+
 def test_a_blob_is_remembered_only_after_its_last_page_was_delivered(tmp_path: Path) -> None:
     rig = Rig(tmp_path, page_size=1)
     start = rig.clock.now()

@@ -270,6 +270,13 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
         "siem_exporter_guaranteed_lateness_seconds", {"source": "signins"}
     )
     assert guaranteed == 4 * HOUR
+    # A Graph window runs on event time: the drift the alerts hold against it is API drift.
+    drift = registry.get_sample_value("siem_exporter_api_drift_seconds", {"source": "signins"})
+    assert drift
+    assert (
+        registry.get_sample_value("siem_exporter_window_drift_seconds", {"source": "signins"})
+        == drift
+    )
 
     def found(tier: str) -> float | None:
         return registry.get_sample_value(
