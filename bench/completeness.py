@@ -526,7 +526,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(--volumes and --strategies ignored; default horizon half a day); writes "
         "completeness-combined.md",
     )
+    parser.add_argument(
+        "--api",
+        choices=("graph", "management_activity"),
+        default="graph",
+        help="management_activity: the Office 365 Management Activity API's model "
+        "(bench/o365_completeness.py; its own volumes and strategies); writes "
+        "completeness-o365.md",
+    )
     args = parser.parse_args(argv)
+    if args.api == "management_activity":
+        from bench.o365_completeness import run_command as run_o365  # imported when asked
+
+        return run_o365(parser, args)
     if args.mix is not None:
         from bench.combined import run_command  # it builds on this module: imported late
 
