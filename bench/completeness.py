@@ -23,7 +23,8 @@ ground truth:
 
 ``python -m bench.completeness`` runs 100k/day and 1M/day for 3 days and 10M/day for 1 day,
 every profile and strategy, and writes one table per volume to
-``bench/results/completeness-<volume>.md``.
+``bench/results/completeness-<volume>.md``. ``--api management_activity`` asks the same of the
+Office 365 Management Activity API instead (:mod:`bench.o365_completeness`).
 """
 
 from __future__ import annotations

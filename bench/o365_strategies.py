@@ -39,7 +39,7 @@ from requests.structures import CaseInsensitiveDict
 
 from bench.model import BenchClock, DeliveryLog
 from bench.o365_model import BUDGET, CONTENT_TYPE, Content, Feed, Listing, ManagementModel
-from bench.strategies import REQUEST_SECONDS, _requests_by_tier
+from bench.strategies import REQUEST_SECONDS, requests_by_tier
 from exporter.budget import BudgetShares, RequestBudget
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
@@ -284,7 +284,7 @@ def run_ours(world: World, seed: int = 0) -> RunStats:
             ).run()
         finally:
             ledger.close()
-    return _stats(world, _requests_by_tier(registry, source.name))
+    return _stats(world, requests_by_tier(registry, source.name))
 
 
 # -- the peers ---------------------------------------------------------------------------
