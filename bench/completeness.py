@@ -23,7 +23,8 @@ ground truth:
 
 ``python -m bench.completeness`` runs 100k/day and 1M/day for 3 days and 10M/day for 1 day,
 every profile and strategy, and writes one table per volume to
-``bench/results/completeness-<volume>.md``.
+``bench/results/completeness-<volume>.md``. ``--api management_activity`` asks the same of the
+Office 365 Management Activity API instead (:mod:`bench.o365_completeness`).
 """
 
 from __future__ import annotations
@@ -526,7 +527,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(--volumes and --strategies ignored; default horizon half a day); writes "
         "completeness-combined.md",
     )
+    parser.add_argument(
+        "--api",
+        choices=("graph", "management_activity"),
+        default="graph",
+        help="management_activity: the Office 365 Management Activity API's model "
+        "(bench/o365_completeness.py; its own volumes and strategies); writes "
+        "completeness-o365.md",
+    )
     args = parser.parse_args(argv)
+    if args.api == "management_activity":
+        from bench.o365_completeness import run_command as run_o365  # imported when asked
+
+        return run_o365(parser, args)
     if args.mix is not None:
         from bench.combined import run_command  # it builds on this module: imported late
 

@@ -391,14 +391,14 @@ def run_sources(
         _stats(
             world,
             registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name}),
-            _requests_by_tier(registry, source.name),
+            requests_by_tier(registry, source.name),
             tuple(sorted(loop.fetched.items())),
         )
         for (source, world), loop in zip(sources, loops, strict=True)
     ]
 
 
-def _requests_by_tier(registry: CollectorRegistry, source: str) -> tuple[tuple[str, int], ...]:
+def requests_by_tier(registry: CollectorRegistry, source: str) -> tuple[tuple[str, int], ...]:
     """``tier_requests_total`` per tier of ``source``: where ours spent its budget."""
     return tuple(
         (sample.labels["tier"], int(sample.value))
