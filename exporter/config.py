@@ -133,6 +133,8 @@ class Config:
     log_level: str
     budgets: Mapping[str, BudgetConfig]  # every family a source draws from, by name
     management_url: str = DEFAULT_MANAGEMENT_URL  # the Office 365 Management Activity API
+    # A scheduled `verify --metrics-file` result that /metrics serves beside the collector's
+    metrics_verify_file: str | None = None
 
     def budget_of(self, source: SourceConfig) -> BudgetConfig:
         """The request budget ``source`` draws from, shared with its family's other sources."""
@@ -221,7 +223,7 @@ def parse_config(
     dead_letter_max_mb = state.get("dead_letter_max_mb", int, DEFAULT_DEAD_LETTER_MAX_MB)
     if dead_letter_max_mb < 1:
         raise ConfigError("state.dead_letter_max_mb", "must be at least 1")
-    metrics = Section(top.get("metrics", dict, {}), "metrics", ("listen",))
+    metrics = Section(top.get("metrics", dict, {}), "metrics", ("listen", "verify_file"))
     budget = Section(top.get("budget", dict, {}), "budget", ("requests", "per", "reserve"))
     requests_per = budget.get("requests", int, 5)
     if requests_per < 1:
@@ -247,6 +249,7 @@ def parse_config(
         log_level=top.choice("log_level", LOG_LEVELS, "info"),
         budgets=_budgets(sources, configured, components),
         management_url=_https_url(top, "management_url", DEFAULT_MANAGEMENT_URL),
+        metrics_verify_file=metrics.text("verify_file") or None,
     )
 
 
@@ -364,7 +367,10 @@ def effective_config(config: Config, components: Components) -> dict[str, Any]:
             {"type": s.type, "name": s.name, **components.sinks[s.type].keys.show(s.settings)}
             for s in config.sinks
         ],
-        "metrics": {"listen": f"{config.metrics_listen[0]}:{config.metrics_listen[1]}"},
+        "metrics": {
+            "listen": f"{config.metrics_listen[0]}:{config.metrics_listen[1]}",
+            **({"verify_file": config.metrics_verify_file} if config.metrics_verify_file else {}),
+        },
         "budget": {
             "requests": config.budget.requests,
             "per": format_duration(config.budget.per),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry
@@ -33,6 +34,7 @@ from exporter.management_http import ManagementHttp
 from exporter.management_query import MANAGEMENT_API, is_tenant_guid
 from exporter.metrics import ExporterMetrics, Health, start_http_server
 from exporter.pipeline import Source
+from exporter.verify_metrics import VerifyResultFile
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class Exporter:
         self.clock = RealClock(self.stop)
         self.registry = registry or CollectorRegistry()
         self.metrics = ExporterMetrics(self.registry)
+        if config.metrics_verify_file:
+            self.registry.register(VerifyResultFile(Path(config.metrics_verify_file)))
         self.metrics.initialise(
             config.sources,
             [s.name for s in config.sinks],

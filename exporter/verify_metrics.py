@@ -6,18 +6,29 @@ file is in the format node-exporter's textfile collector reads (name it ``*.prom
 is written whole under a temporary name and renamed, so a scrape never sees half of it.
 An alert can then fire on missing events, on an audit that proved nothing, and (from the
 timestamp) on an audit that stopped running.
+
+Where no node-exporter reads the file (the Helm chart's CronJob writes it onto the state
+volume), the collector serves it: with ``metrics.verify_file`` set, :class:`VerifyResultFile`
+adds the file's ``siem_exporter_verify_*`` series to ``/metrics`` at every scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from exporter.metrics import PREFIX
 from exporter.verify_compare import SourceResult
+
+log = logging.getLogger(__name__)
+VERIFY_PREFIX = f"{PREFIX}_verify_"
 
 
 def result_registry(
@@ -68,3 +79,28 @@ def write_result(
         )
         return max(status, 1)
     return status
+
+
+class VerifyResultFile(Collector):
+    """The last audit's result, read from ``path`` at each scrape. Only ``siem_exporter_verify_*``
+    families are served, so the file can never shadow or duplicate a collector metric; no
+    file yet (no audit has run) serves nothing, and an unreadable one is logged and skipped,
+    so ``/metrics`` keeps answering."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            families = [
+                family
+                for family in text_string_to_metric_families(text)
+                if family.name.startswith(VERIFY_PREFIX)
+            ]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("metrics.verify_file: cannot read %s: %s", self.path, exc)
+            return
+        yield from families

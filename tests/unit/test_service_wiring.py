@@ -55,3 +55,32 @@ def test_sources_of_one_family_share_its_budget_and_no_other(tmp_path: Path) -> 
             assert registry.get_sample_value(gauge, {"family": family}) == rate
     finally:
         exporter.ledger.close()
+
+
+def test_metrics_verify_file_puts_the_last_audit_on_the_collector_s_metrics(
+    tmp_path: Path,
+) -> None:
+    """The chart's verify CronJob writes its result onto the state volume; the collector
+    serves it with its own metrics (``metrics.verify_file``)."""
+    (tmp_path / "verify.prom").write_text("siem_exporter_verify_exit_status 1\n")
+    document = {
+        "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "c",
+        "client_secret": "s",
+        "sources": [{"name": "signins", "endpoint": "/v1.0/auditLogs/signIns"}],
+        "sinks": [{"host": "127.0.0.1", "port": 514}],
+        "state": {"path": str(tmp_path / "state.db")},
+        "metrics": {"listen": "127.0.0.1:0", "verify_file": str(tmp_path / "verify.prom")},
+    }
+    registry = CollectorRegistry()
+    exporter = Exporter(parse_config(document, {}, COMPONENTS), registry)
+    try:
+        assert registry.get_sample_value("siem_exporter_verify_exit_status") == 1
+        assert (
+            registry.get_sample_value(
+                "siem_exporter_events_sent_total", {"source": "signins", "sink": "syslog"}
+            )
+            == 0
+        )
+    finally:
+        exporter.ledger.close()

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import main
+from exporter.components import COMPONENTS
+from exporter.config import effective_config, parse_config
 from exporter.verify_compare import ApiEvent, SourceResult
-from exporter.verify_metrics import write_result
+from exporter.verify_metrics import VerifyResultFile, write_result
 
 
 def samples(path: Path) -> dict[str, float]:
@@ -63,3 +66,55 @@ def test_a_bad_config_is_written_as_2(tmp_path: Path) -> None:
             path.stat().st_mtime, abs=5
         ),
     }
+
+
+def served(registry: CollectorRegistry) -> dict[str, float]:
+    """What ``/metrics`` would serve from ``registry``, as :func:`samples` reads a file."""
+    values = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return values
+
+
+def test_the_collector_serves_the_last_audit_s_file_at_each_scrape(tmp_path: Path) -> None:
+    """The chart's CronJob writes the file onto the state volume; the collector's /metrics
+    then carries it, so the scrape that watches the collector sees the audit too."""
+    config = parse_config(
+        {
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": "s",
+            "sources": [{"name": "signins", "endpoint": "/v1.0/auditLogs/signIns"}],
+            "sinks": [{"type": "syslog", "host": "siem.example.com", "port": 6514}],
+            "metrics": {"verify_file": str(tmp_path / "verify.prom")},
+        },
+        {},
+        COMPONENTS,
+    )
+    assert config.metrics_verify_file == str(tmp_path / "verify.prom")
+    assert effective_config(config, COMPONENTS)["metrics"]["verify_file"] == str(
+        tmp_path / "verify.prom"
+    )
+    registry = CollectorRegistry()
+    registry.register(VerifyResultFile(Path(config.metrics_verify_file)))
+    assert served(registry) == {}  # no audit has run yet: nothing, and no error
+    write_result(tmp_path / "verify.prom", 1, [result("signins", 470, 9)], 1_767_225_600.0)
+    assert served(registry) == samples(tmp_path / "verify.prom")
+    write_result(tmp_path / "verify.prom", 0, [result("signins", 480, 0)], 1_767_312_000.0)
+    assert served(registry)["siem_exporter_verify_exit_status"] == 0  # re-read per scrape
+
+
+def test_the_served_file_cannot_shadow_a_collector_metric_nor_break_a_scrape(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "verify.prom"
+    path.write_text(
+        "siem_exporter_events_sent_total 5\nsiem_exporter_verify_exit_status 0\nother 1\n"
+    )
+    registry = CollectorRegistry()
+    registry.register(VerifyResultFile(path))
+    assert served(registry) == {"siem_exporter_verify_exit_status": 0}
+    path.write_text("not { prometheus text\n")
+    assert served(registry) == {}
