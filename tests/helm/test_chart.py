@@ -683,3 +683,172 @@ def test_the_schema_knows_every_key_the_exporter_declares() -> None:
         sink_keys |= set(kind.keys.names)
     assert set(schema["definitions"]["source"]["properties"]) == source_keys
     assert set(schema["definitions"]["sink"]["properties"]) == sink_keys
+
+
+VERIFY_VALUES = CHART / "ci" / "verify-values.yaml"
+
+
+def verify_pods(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    """Each verify CronJob's pod template, by tenant."""
+    return {
+        c["metadata"]["labels"]["siem-exporter.io/tenant"]: c["spec"]["jobTemplate"]["spec"][
+            "template"
+        ]
+        for c in rendered.of_kind("CronJob")
+    }
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_verify_renders_nothing_by_default(chart: Any) -> None:
+    for path in SCENARIOS:
+        if path != VERIFY_VALUES:
+            rendered = render(chart, load_values(path))
+            assert rendered.of_kind("CronJob") == [], path.name
+            for configmap in rendered.exporter_configmaps():
+                config = yaml.safe_load(configmap["data"]["config.yaml"])
+                assert "verify_file" not in config["metrics"]
+
+
+def test_verify_cronjob_runs_beside_each_collector_and_matches_none_of_its_selectors(
+    chart: Any,
+) -> None:
+    rendered = render(chart, load_values(VERIFY_VALUES))
+    pods = verify_pods(rendered)
+    assert set(pods) == {"contoso", "fabrikam"}
+    selectors = [s["spec"]["selector"]["matchLabels"] for s in rendered.of_kind("StatefulSet")]
+    selectors += [s["spec"]["selector"] for s in rendered.of_kind("Service")]
+    selectors += [
+        p["spec"]["podSelector"]["matchLabels"] for p in rendered.of_kind("NetworkPolicy")
+    ]
+    selectors += [m["spec"]["selector"]["matchLabels"] for m in rendered.of_kind("PodMonitor")]
+    assert len(selectors) == 5
+    for tenant, pod in pods.items():
+        statefulset = rendered.named("StatefulSet", f"{RELEASE}-siem-exporter-{tenant}")
+        collector = statefulset["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert labels["siem-exporter.io/tenant"] == tenant
+        assert not [s for s in selectors if selects(s, labels)], "a collector selector matches"
+        # On the collector pod's node, mounting the StatefulSet's own claim.
+        (term,) = pod["spec"]["affinity"]["podAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert selects(term["labelSelector"]["matchLabels"], collector["metadata"]["labels"])
+        assert not [
+            s
+            for s in rendered.of_kind("StatefulSet")
+            if s is not statefulset
+            and selects(
+                term["labelSelector"]["matchLabels"], s["spec"]["template"]["metadata"]["labels"]
+            )
+        ]
+        claim = statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        (state,) = [v for v in pod["spec"]["volumes"] if v["name"] == "siem-exporter-state"]
+        assert state["persistentVolumeClaim"]["claimName"] == (
+            f"{claim}-{statefulset['metadata']['name']}-0"
+        )
+        # The collector's hardening, config, credentials and tolerations.
+        (container,) = pod["spec"]["containers"]
+        (exporter,) = exporter_containers(collector["spec"])
+        assert pod["spec"]["securityContext"] == collector["spec"]["securityContext"]
+        assert container["securityContext"] == exporter["securityContext"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["restartPolicy"] == "Never"
+        assert pod["spec"]["tolerations"] == collector["spec"]["tolerations"]
+        for mount in exporter["volumeMounts"]:
+            assert mount in container["volumeMounts"]
+            if mount["name"] != "siem-exporter-state":  # the collector's: a claim template
+                assert volume_for_mount(pod["spec"], mount) == volume_for_mount(
+                    collector["spec"], mount
+                )
+        # What it writes is what the collector serves, on the state volume both mount.
+        config = yaml.safe_load(
+            rendered.named("ConfigMap", statefulset["metadata"]["name"])["data"]["config.yaml"]
+        )
+        script = container["command"][-1]
+        assert f"--metrics-file {config['metrics']['verify_file']}" in script
+        assert config["metrics"]["verify_file"].startswith(STATE_DIR + "/")
+        assert f"--config {CONFIG_FILE} " in script
+    (cronjob,) = [c for c in rendered.of_kind("CronJob") if "contoso" in c["metadata"]["name"]]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+
+
+FAKE_VERIFY = """#!/bin/sh
+printf '%s\\n' "$@" > "$ARGS_FILE"
+exit "$FAKE_STATUS"
+"""
+
+
+@pytest.mark.parametrize("status", [0, 1, 2])
+def test_verify_job_audits_the_whole_utc_day_before_and_exits_as_verify(
+    chart: Any, tmp_path: Path, status: int
+) -> None:
+    """The job's shell line, run here with a stand-in `siem-exporter` on PATH: yesterday's
+    UTC midnight to today's, the options the values ask for, and verify's own exit status."""
+    rendered = render(chart, load_values(VERIFY_VALUES))
+    (container,) = verify_pods(rendered)["contoso"]["spec"]["containers"]
+    assert container["command"][:2] == ["/bin/sh", "-ec"]
+    (tmp_path / "siem-exporter").write_text(FAKE_VERIFY)
+    (tmp_path / "siem-exporter").chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "ARGS_FILE": str(tmp_path / "args"),
+        "FAKE_STATUS": str(status),
+    }
+    for _ in range(3):  # a run across midnight UTC is tried again
+        before = datetime.datetime.now(datetime.UTC).date()
+        done = subprocess.run(container["command"], env=env, check=False)
+        if datetime.datetime.now(datetime.UTC).date() == before:
+            break
+    assert done.returncode == status
+    args = (tmp_path / "args").read_text().splitlines()
+    yesterday = before - datetime.timedelta(days=1)
+    assert args[:2] == ["verify", "--config"]
+    assert args[args.index("--from") + 1] == f"{yesterday.isoformat()}T00:00:00Z"
+    assert args[args.index("--to") + 1] == f"{before.isoformat()}T00:00:00Z"
+    assert args[args.index("--metrics-file") + 1] == f"{STATE_DIR}/verify.prom"
+    assert args[args.index("--budget-share") + 1] == "20%"
+    assert args[args.index("--siem-export") + 1] == "/exports/siem-yesterday.jsonl"
+    assert "--yes" in args and "--deliver-missing" not in args
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mode": "sidecar"}, "needs mode standalone"),
+        ({"persistence": {"enabled": False}}, "needs persistence.enabled"),
+        ({"persistence": {"accessModes": ["ReadWriteOncePod"]}}, "ReadWriteOncePod"),
+    ],
+    ids=["sidecar", "no-persistence", "rwop"],
+)
+def test_verify_refuses_what_it_cannot_run_beside(
+    chart: Any, change: dict[str, Any], message: str
+) -> None:
+    values = load_values(VERIFY_VALUES)
+    values["tenants"] = values["tenants"][:1]
+    values.update(change)
+    with pytest.raises(Exception, match=message):
+        render(chart, values)
+
+
+@pytest.mark.parametrize(
+    "verify",
+    [
+        {"siemExport": "/exports/$(rm -rf ~).jsonl"},
+        {"siemExport": "relative.jsonl"},
+        {"budgetShare": "20%; reboot"},
+        {"daysAgo": 0},
+        {"bogus": 1},
+    ],
+    ids=["export-shell", "export-relative", "share-shell", "days-ago-0", "unknown-key"],
+)
+def test_schema_rejects_verify_values_the_shell_line_cannot_hold(
+    chart: Any, verify: dict[str, Any]
+) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"verify": verify})

@@ -112,6 +112,9 @@ Secrets appear only as file paths.
 {{- end }}
 {{- $_ := set $cfg "state" (dict "path" (printf "%s/state.db" (include "siem-exporter.stateDir" .))) }}
 {{- $_ := set $cfg "metrics" (dict "listen" (printf "0.0.0.0:%d" (int .root.Values.metrics.port))) }}
+{{- if .root.Values.verify.enabled }}
+{{- $_ := set $cfg.metrics "verify_file" (include "siem-exporter.verifyFile" .) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -249,4 +252,30 @@ Sidecar entry points for a chart that has this one as a dependency:
   sourceLabels:
     - __meta_kubernetes_pod_label_siem_exporter_io_tenant
   targetLabel: tenant
+{{- end }}
+
+{{/* The verify CronJob's pods: the release's labels, the tenant, and a component of their
+own, so that no selector of the collector matches them. */}}
+{{- define "siem-exporter.verifyLabels" -}}
+{{ include "siem-exporter.labels" .root }}
+app.kubernetes.io/component: verify
+siem-exporter.io/tenant: {{ .tenant.name }}
+{{- end }}
+
+{{- define "siem-exporter.verifyFile" -}}
+{{ include "siem-exporter.stateDir" . }}/verify.prom
+{{- end }}
+
+{{/*
+The verify job's shell line: the UTC day `verify.daysAgo` days back (1: yesterday), from
+its midnight to the next, computed once from one reading of the clock (GNU date, as in
+the Debian-based image), then exec, so the job's exit status is verify's. `--yes`: nobody
+is there to confirm a long audit; activeDeadlineSeconds bounds it. The schema lets
+budgetShare and siemExport hold no character the shell would read.
+*/}}
+{{- define "siem-exporter.verifyScript" -}}
+{{- $v := .root.Values.verify -}}
+today=$(date -u +%F); from=$(date -u -d "$today -{{ int $v.daysAgo }} days" +%F); to=$(date -u -d "$today -{{ sub (int $v.daysAgo) 1 }} days" +%F); exec siem-exporter verify --config {{ include "siem-exporter.configDir" . }}/config.yaml --from "${from}T00:00:00Z" --to "${to}T00:00:00Z" --yes --metrics-file {{ include "siem-exporter.verifyFile" . }}
+{{- with $v.budgetShare }} --budget-share {{ . }}{{ end }}
+{{- with $v.siemExport }} --siem-export {{ . }}{{ end }}
 {{- end }}
