@@ -87,8 +87,10 @@ class RunTally:
     requests: int = 0
     throttle_retries: int = 0
     events: int = 0
+    listed: int = 0  # what the listings held: events, or a source's own entries (Page.listed)
     new: int = 0
     newest_event_time: float | None = None
+    window_newest: float | None = None  # a source's own, when it reports one (Page)
     max_lag: float = 0.0
 
 
@@ -249,6 +251,9 @@ class SourceLoop:
         tally.pages += 1
         tally.requests += page.requests
         tally.throttle_retries += page.throttle_retries
+        tally.listed += len(page.events) if page.listed is None else page.listed
+        if page.window_newest is not None:
+            tally.window_newest = max(page.window_newest, tally.window_newest or 0.0)
         if not page.events:
             self.metrics.empty_pages.labels(name).inc()
         else:
@@ -339,19 +344,25 @@ class SourceLoop:
         )
 
     def _observe_fresh(self, run: TierRun, finished: float) -> None:
-        """What a completed fresh query measured: the event rate, drift, warnings; replan."""
+        """What a completed fresh query measured: the event rate, drift, warnings; replan.
+
+        Drift against the window is on the window's axis: event time, or Page.window_newest.
+        """
         name = self.source.name
         tally, start = run.tally, run.launch.start
         newest = self.schedule.newest_event_time
         drift = None if newest is None else finished - newest
+        window_newest = newest if tally.window_newest is None else tally.window_newest
+        window_drift = None if window_newest is None else finished - window_newest
         self.planner.observe_rate(tally.events, tally.newest_event_time, start)
         if drift is not None:
             self.metrics.api_drift.labels(name).set(drift)
-            self.metrics.window_drift.labels(name).set(drift)
+        if window_drift is not None:
+            self.metrics.window_drift.labels(name).set(window_drift)
         self.metrics.last_success.labels(name).set(finished)
         self.metrics.cycle_duration.labels(name).observe(finished - run.launch.asof)
         window = run.launch.asof - start  # how far back the fresh query reached
-        self.warnings.check_poll(name, window, tally.events, tally.throttle_retries, drift)
+        self.warnings.check_poll(name, window, tally.listed, tally.throttle_retries, window_drift)
         self._replan(finished)
 
     def _persist(self, write: Callable[[], T]) -> T:

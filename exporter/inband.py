@@ -44,9 +44,14 @@ class InbandWarnings:
         self._lock = threading.Lock()  # every source thread raises and clears conditions
 
     def check_poll(
-        self, source: str, window: float, events: int, throttled: int, drift: float | None
+        self, source: str, window: float, listed: int, throttled: int, drift: float | None
     ) -> None:
-        """The conditions a complete fresh query of ``window`` seconds can reveal."""
+        """The conditions a complete fresh query of ``window`` seconds can reveal.
+
+        ``listed`` is what its listings held (events, or an API's own entries such as
+        content blobs), not what was new: a quiet poll that sees only events delivered
+        before is not going blind. ``drift`` is on the axis the window runs on.
+        """
         self.raise_if(
             source,
             "drift",
@@ -57,7 +62,7 @@ class InbandWarnings:
         self.raise_if(
             source,
             "empty",
-            events == 0,
+            listed == 0,
             f"the query for source {source} returned no events for the last {_human(window)}",
         )
         self.raise_if(

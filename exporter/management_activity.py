@@ -26,10 +26,14 @@ one time axis:
 - **Event time is CreationTime** (UTC, no zone suffix) for the syslog header; this module
   observes ``event_arrival_lag_seconds`` (first seen minus CreationTime) for new records and
   ``api_drift_seconds`` (now minus the newest CreationTime seen) itself, since the loop
-  measures on the window's axis. ``window_drift_seconds``, which the drift alerts hold
-  against the window, is now minus the newest contentCreated listed: the axis the window
-  runs on. CreationTime trails it by the API's normal 60-90 minutes, which says nothing
-  about whether the listing windows still reach the blobs.
+  measures on the window's axis. ``window_drift_seconds``, which the drift alerts and the
+  in-band drift warning hold against the window, is now minus the newest contentCreated
+  listed: the axis the window runs on. The pages report it (``Page.window_newest``) and the
+  loop measures it. CreationTime trails it by the API's normal 60-90 minutes, which says
+  nothing about whether the listing windows still reach the blobs.
+- **A window is empty when its listings hold no blob**, not when every blob listed was
+  fetched before: the pages report how many blob entries each listing page held
+  (``Page.listed``), which the loop's empty-window warning counts.
 - **A blob that expired before it was fetched is lost**, the one loss nobody can prevent
   (a collector down for days): ``blob_fetch_failures_total{reason="expired"}``, an error
   line naming the blob, and the SiemExporterContentExpired alert.
@@ -247,13 +251,13 @@ class ManagementActivitySource:
         self._evict(now)
 
     def _measure_drift(self) -> None:
-        """After a fresh listing: drift on CreationTime, and on contentCreated for the window."""
+        """After a fresh listing: drift on CreationTime; the loop measures it on contentCreated
+        from the pages' ``window_newest``. Both newest times survive a restart."""
         name, now, checkpoints = self.source.name, self.clock.now(), {}
         if self._newest is not None:
             self.metrics.api_drift.labels(name).set(now - self._newest)
             checkpoints[CHECKPOINT_NEWEST] = self._newest
         if self._newest_listed is not None:
-            self.metrics.window_drift.labels(name).set(now - self._newest_listed)
             checkpoints[CHECKPOINT_NEWEST_LISTED] = self._newest_listed
         if checkpoints:
             self.ledger.set_checkpoints(name, checkpoints)
@@ -331,7 +335,11 @@ class ManagementActivitySource:
     # -- blobs ----------------------------------------------------------------------------
 
     def _blobs(self, blobs: list[Blob]) -> Iterator[Page]:
-        """The records of each blob not fetched before; an empty page when there is none."""
+        """The records of each blob not fetched before; an empty page when there is none.
+
+        The first page also reports what the listing page held, so that a poll listing only
+        blobs fetched before is not taken for an empty window.
+        """
         now = self.clock.now()
         known = self.ledger.delivered(self.blob_ledger, [(b.key, b.created) for b in blobs])
         new = [
@@ -340,17 +348,19 @@ class ManagementActivitySource:
             if b.key not in known
             and now - self._claims.get(b.content_id, -CLAIM_TIMEOUT) >= CLAIM_TIMEOUT
         ]
-        if not new:
-            yield self._page([])
-            return
+        reported = False
         for blob in new:
             self._claims[blob.content_id] = now
             try:
-                yield from self._fetch(blob)
+                for records in self._fetch(blob):
+                    yield self._page(records, None if reported else blobs)
+                    reported = True
             finally:
                 self._claims.pop(blob.content_id, None)
+        if not reported:  # nothing new, or every new blob expired: the listing still counts
+            yield self._page([], blobs)
 
-    def _fetch(self, blob: Blob) -> Iterator[Page]:
+    def _fetch(self, blob: Blob) -> Iterator[list[KeyedEvent]]:
         name = self.source.name
         if blob.expires is not None and blob.expires <= self.clock.now():
             self._lost(blob)
@@ -370,13 +380,23 @@ class ManagementActivitySource:
         self._observe(records)
         size = self.source.page_size
         for offset in range(0, max(1, len(records)), size):
-            yield self._page(records[offset : offset + size])
+            yield records[offset : offset + size]
         # Resumed after the blob's last page: the loop delivered and recorded every record.
         self.ledger.record(self.blob_ledger, [(blob.key, blob.created)], self.clock.now())
 
-    def _page(self, records: list[KeyedEvent]) -> Page:
+    def _page(self, records: list[KeyedEvent], listing: list[Blob] | None = None) -> Page:
+        """A page of records; the first of a listing page says what that listing held."""
         cost = self.http.cost.take()
-        return Page(records, cost.requests, cost.throttles, cost.waited)
+        if listing is None:
+            return Page(records, cost.requests, cost.throttles, cost.waited, listed=0)
+        return Page(
+            records,
+            cost.requests,
+            cost.throttles,
+            cost.waited,
+            listed=len(listing),
+            window_newest=self._newest_listed,
+        )
 
     def _lost(self, blob: Blob) -> None:
         """A blob that expired before it was fetched: its records are gone. Loudly."""

@@ -94,12 +94,21 @@ class Page:
     those answered with a throttle, and ``budget_wait`` the seconds spent waiting for the
     request budget first. A query's cost is then the sum over its own pages, even while
     other queries of the same source interleave with it.
+
+    A source whose listings hold something other than its events (the Management Activity
+    API lists content blobs by contentCreated and hands on only the records of blobs not
+    fetched before) says on the first page of each listing page how many entries it held
+    (``listed``) and the newest time on the window's axis it has listed so far
+    (``window_newest``): a window is empty, and drifts, by what the API listed, not by what
+    was new. None (Graph) means the events are the listing, dated on the window's axis.
     """
 
     events: list[KeyedEvent]
     requests: int = 1
     throttle_retries: int = 0
     budget_wait: float = 0.0
+    listed: int | None = None
+    window_newest: float | None = None
 
 
 class Source(Protocol):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +21,9 @@ from requests.structures import CaseInsensitiveDict
 
 from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
-from exporter.config import SourceConfig
+from exporter.collector import SourceLoop
+from exporter.config import BudgetConfig, SourceConfig
+from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.management_activity import (
     BLOB_LEDGER,
@@ -37,7 +40,7 @@ from exporter.management_query import (
     parse_time,
     with_publisher,
 )
-from exporter.metrics import ExporterMetrics
+from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent
 from exporter.sim.management_api import FEEDS, ManagementApi
 from exporter.sim.messages import Request
@@ -88,8 +91,10 @@ class Tokens:
 class Rig:
     """The simulated API, the source over it, and a ledger: what one test drives."""
 
-    def __init__(self, tmp_path: Path, page_size: int = 1000) -> None:
-        self.clock = ManualClock(1_780_000_000.0)
+    def __init__(
+        self, tmp_path: Path, page_size: int = 1000, clock: ManualClock | None = None
+    ) -> None:
+        self.clock = clock or ManualClock(1_780_000_000.0)
         store = TokenStore(threading.RLock(), self.clock.now, 10**8)
         self.base = HOST
         self.api = ManagementApi(
@@ -99,7 +104,7 @@ class Rig:
         self.metrics = ExporterMetrics(CollectorRegistry())
         self.extra = ManagementMetrics(self.metrics.registry)
         self.ledger = Ledger(tmp_path / "state.db")
-        config = SourceConfig(
+        self.config = config = SourceConfig(
             "aad", "management_activity", ManagementSettings(AAD), page_size, 1.0, 30.0, 600.0
         )
         self.extra.initialise(self.metrics, [config])
@@ -181,7 +186,11 @@ def test_drift_against_the_window_is_measured_on_content_created(rig: Rig) -> No
     start = rig.clock.now()
     rig.deliver(start)
     rig.clock.advance(90)
-    sent = rig.deliver(start)
+    sent: list[KeyedEvent] = []
+    reported: list[float] = []
+    for page in rig.source.pages(start):
+        sent += rig.record(page.events)
+        reported += [page.window_newest] if page.window_newest is not None else []
     now = rig.clock.now()
     truth = rig.api.control(Request("GET", "", {}), "truth", {"contentType": [AAD]})
     listed = [
@@ -191,9 +200,9 @@ def test_drift_against_the_window_is_measured_on_content_created(rig: Rig) -> No
         if blob["exists"] and blob["listable_at"] <= now
     ]
     newest_record = max(parse_time(e.event["CreationTime"]) for e in sent)
-    window_drift = rig.value("siem_exporter_window_drift_seconds", source="aad")
+    window_drift = now - max(reported)  # what the loop sets window_drift_seconds to
     api_drift = rig.value("siem_exporter_api_drift_seconds", source="aad")
-    assert window_drift == pytest.approx(now - max(listed))
+    assert max(reported) == pytest.approx(max(listed))
     assert api_drift == pytest.approx(now - newest_record.timestamp())
     assert window_drift < api_drift
 
@@ -319,3 +328,80 @@ def test_creation_time_without_a_zone_is_utc() -> None:
     parsed = parse_time("2026-12-04T23:31:05")
     assert parsed is not None and parsed.isoformat() == "2026-12-04T23:31:05+00:00"
     assert parse_time("2026-12-04") is None
+
+
+class StoppingClock(ManualClock):
+    """A manual clock that stops the loop once time passes ``end``."""
+
+    def __init__(self, start: float, stop: threading.Event) -> None:
+        super().__init__(start)
+        self.end = start
+        self.stop = stop
+
+    def sleep(self, seconds: float) -> bool:
+        super().sleep(seconds)
+        if self.now() >= self.end:
+            self.stop.set()
+        return self.stop.is_set()
+
+
+class RecordingOutlet:
+    """The sinks as the loop sees them: counts records, keeps warning lines."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.warnings: list[str] = []
+
+    def send(self, source: str, batch: Sequence[KeyedEvent]) -> None:
+        self.sent += len(batch)
+
+    def send_warning(self, text: str, timestamp: datetime) -> None:
+        self.warnings.append(text)
+
+
+def test_in_band_warnings_judge_the_listing_not_the_records_new(tmp_path: Path) -> None:
+    """A quiet poll lists blobs fetched before: not an empty window. Only a listing with no
+    blob at all is, and drift on contentCreated (the window's axis) then warns too."""
+    stop = threading.Event()
+    clock = StoppingClock(1_780_000_000.0, stop)
+    rig = Rig(tmp_path, clock=clock)
+    rig.deliver(clock.now())  # subscribed: content exists from here on, none before
+    clock.advance(60)
+    outlet = RecordingOutlet()
+    loop = SourceLoop(
+        rig.config,
+        rig.source,
+        rig.ledger,
+        outlet,
+        rig.metrics,
+        Health({"aad": 1.0}, clock=clock.now),
+        clock,
+        stop,
+        InbandWarnings(True, outlet, clock),
+        BudgetConfig(2000, 60.0),
+    )
+
+    def run_for(seconds: float) -> None:
+        clock.end = clock.now() + seconds
+        stop.clear()
+        loop.run()
+
+    def warned(condition: str) -> list[str]:
+        return [w for w in outlet.warnings if condition in w]
+
+    listed = "siem_exporter_blobs_listed_total"
+    try:
+        run_for(120)
+        assert outlet.sent and not outlet.warnings
+        rig.api.freeze()  # nothing becomes listable any more: quiet polls from here on
+        run_for(5)
+        sent, blobs = outlet.sent, rig.value(listed, source="aad")
+        run_for(10)
+        assert outlet.sent == sent, "the quiet polls found nothing new"
+        assert rig.value(listed, source="aad") > blobs, "they listed blobs fetched before"
+        assert not warned("returned no events"), outlet.warnings
+        run_for(900)  # the windows pass the newest blob: listings hold none
+        assert warned("source aad returned no events"), outlet.warnings
+        assert warned("API drift of"), outlet.warnings
+    finally:
+        rig.ledger.close()
