@@ -100,13 +100,15 @@ _PAGE = msgspec.json.Decoder(_GraphPage)
 
 @functools.lru_cache(maxsize=64)
 def _fields_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
-    """Reads only the named fields of an event (any JSON value each; absent is None)."""
+    """Reads only the named fields of every event of a page (any JSON value each; absent
+    is None), in one pass that skips everything else."""
     head = msgspec.defstruct(
         "EventFields",
         [(f"f{n}", Any, msgspec.field(default=None, name=name)) for n, name in enumerate(names)],
         gc=False,
     )
-    return msgspec.json.Decoder(head)
+    page = msgspec.defstruct("PageFields", [("value", list[head])], gc=False)  # type: ignore[valid-type]
+    return msgspec.json.Decoder(page)
 
 
 def parse_page(
@@ -156,14 +158,14 @@ def _parse_compact(
 ) -> tuple[list[Mapping[str, Any]], str | None]:
     if not body.isascii():  # a pure-ASCII page (the usual one) is valid UTF-8 at a glance
         body.decode("utf-8")
-    page = _PAGE.decode(body)
-    decode_fields = _fields_decoder(fields).decode
-    compact = msgspec.json.format
-    events: list[Mapping[str, Any]] = []
-    for raw in page.value:
-        event = compact(raw, indent=-1)
-        values = msgspec.structs.astuple(decode_fields(event))
-        events.append(RawEvent(event, dict(zip(fields, values, strict=True))))
+    compact = msgspec.json.format(body, indent=-1)
+    page = _PAGE.decode(compact)
+    heads = _fields_decoder(fields).decode(compact).value
+    astuple = msgspec.structs.astuple
+    events: list[Mapping[str, Any]] = [
+        RawEvent(bytes(raw), dict(zip(fields, astuple(head), strict=True)))
+        for raw, head in zip(page.value, heads, strict=True)
+    ]
     return events, page.next_link
 
 
