@@ -93,8 +93,11 @@ def test_a_broken_connection_fails_the_batch_and_the_retry_repeats_only_the_wind
     with pytest.raises(SinkUnavailable, match=r"closed by receiver|reset"):
         deliver_within(transport, batch)
     transport.deliver(batch)
-    assert sorted(server.accepted) == sorted(batch)
-    assert all(count == 1 for count in Counter(server.accepted).values())
+    arrived = Counter(server.accepted)
+    assert set(arrived) == set(batch)
+    # Usually nothing repeats; but the cut may discard an answer already sent (a reset
+    # drops what the client had not read yet), and that message is then sent again.
+    assert sum(count - 1 for count in arrived.values()) <= 8, "at most the window repeats"
     assert server.connections == 2
 
 
