@@ -9,14 +9,20 @@ label value used in metrics, so an error can be counted without inventing new la
     │   └── StateLockedError    another process holds the state file
     ├── TokenError              no access token could be obtained (reason: invalid_client, ...)
     ├── SourceError             a source could not deliver a page: the query is retried later
-    │   └── GraphError          a Graph request failed for good after its retries
-    │       ├── GraphHTTPError  a non-retryable HTTP status (reason: http_error)
-    │       │   ├── GraphAccessDenied  403: the app lacks a permission (reason: forbidden)
-    │       │   │                      or the tenant a licence (reason: unlicensed)
-    │       │   └── GraphBadRequest    400: Graph refused the query (reason: bad_request)
-    │       ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
-    │       ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
-    │       └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+    │   ├── GraphError          a Graph request failed for good after its retries
+    │   │   ├── GraphHTTPError  a non-retryable HTTP status (reason: http_error)
+    │   │   │   ├── GraphAccessDenied  403: the app lacks a permission (reason: forbidden)
+    │   │   │   │                      or the tenant a licence (reason: unlicensed)
+    │   │   │   └── GraphBadRequest    400: Graph refused the query (reason: bad_request)
+    │   │   ├── MalformedPageError  a 200 whose body is not a Graph page (reason: malformed_page)
+    │   │   ├── ForeignNextLinkError a nextLink to another host, refused unsent (reason: foreign_next_link)
+    │   │   └── GraphNetworkError   connection refused, reset, timed out (reason: network)
+    │   └── ManagementError     a Management Activity request failed (reason: http_error)
+    │       ├── ManagementNetworkError  the host could not be reached (reason: network)
+    │       ├── ManagementMalformed     a listing or blob that is not the API's (reason: malformed_page)
+    │       ├── ForeignUriError         a NextPageUri or contentUri off management_url (reason: foreign_next_link)
+    │       ├── ManagementRefused       a status no retry fixes (reason: forbidden, bad_request, http_error)
+    │       └── SubscriptionDisabled    AF20023, an administrator disabled it (reason: subscription_disabled)
     └── SinkError               a sink did not take a batch: never fatal, Delivery retries
         └── SinkUnavailable     refused, unreachable, closed mid-batch (``reason`` says how)
 
@@ -148,6 +154,47 @@ API_ERROR_REASONS = (
     "unlicensed",
     "bad_request",
 )
+
+
+class ManagementError(SourceError):
+    """A Management Activity request that could not be completed; the query is retried later."""
+
+    reason = "http_error"
+
+
+class ManagementNetworkError(ManagementError):
+    """The management host could not be reached, or the connection broke."""
+
+    reason = "network"
+
+
+class ManagementMalformed(ManagementError):
+    """A 200 whose body is not what the API sends (a listing or a blob cut off, not JSON)."""
+
+    reason = "malformed_page"
+
+
+class ForeignUriError(ManagementError):
+    """A NextPageUri or contentUri off ``management_url``: following it would leak the token."""
+
+    reason = "foreign_next_link"
+
+
+class ManagementRefused(ManagementError):
+    """A status retrying will not fix (a missing permission, a refused window, ...)."""
+
+    def __init__(self, status: int, code: str, message: str, reason: str = "http_error") -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status, self.code, self.reason = status, code, reason
+        if reason == "forbidden":
+            self.retry_after = 300.0  # an administrator may grant it while we wait
+
+
+class SubscriptionDisabled(ManagementError):
+    """AF20023: an administrator disabled the subscription; its content is not being kept."""
+
+    reason = "subscription_disabled"
+    retry_after = 60.0
 
 
 class SinkError(ExporterError):

@@ -45,6 +45,7 @@ from exporter.errors import (
 )
 from exporter.eventtime import parse_event_time
 from exporter.graph_query import first_page_url, graph_settings
+from exporter.https import error_envelope
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 from exporter.pipeline import KeyedEvent, Page, RawEvent, dedupe_key
@@ -185,15 +186,6 @@ def _parse_objects(body: bytes) -> tuple[list[Mapping[str, Any]], str | None]:
     return events, next_link
 
 
-def graph_error_code(body: bytes) -> tuple[str, str]:
-    """The ``error.code`` and ``error.message`` of Graph's error envelope, if there is one."""
-    try:
-        error = json.loads(body).get("error", {})
-        return str(error.get("code", "unknown")), str(error.get("message", ""))[:200]
-    except (ValueError, AttributeError):
-        return "unknown", ""
-
-
 def event_key(event: Mapping[str, Any], update_field: str | None = None) -> tuple[bytes, bool]:
     """The dedupe key of a Graph event (from its ``id``), and whether the id gave it.
 
@@ -329,7 +321,7 @@ class GraphClient:
                 self.tokens.invalidate()
                 continue
             elif response.status_code in SERVER_ERROR_STATUSES:
-                code, message = graph_error_code(response.content)
+                code, message = error_envelope(response.content)
                 failure = GraphHTTPError(response.status_code, code, message)
             else:
                 raise self._refused(response, url)
@@ -352,7 +344,7 @@ class GraphClient:
         ``$filter``, which is what Graph refused; anything else keeps Graph's own words.
         """
         source, status = self.source.name, response.status_code
-        code, message = graph_error_code(response.content)
+        code, message = error_envelope(response.content)
         facts = self.settings.facts
         error: GraphHTTPError
         if status == 403:

@@ -7,6 +7,7 @@ follows redirects (a redirect could carry the bearer token to another host).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,13 @@ class VerifiedSession:
 
     def close(self) -> None:
         self._session.close()
+
+
+def error_envelope(body: bytes) -> tuple[str, str]:
+    """The ``error.code`` and ``error.message`` of a Microsoft API's error body (Graph's and
+    the Management Activity API's share the envelope), or ``("unknown", "")``."""
+    try:
+        error = json.loads(body).get("error", {})
+        return str(error.get("code", "unknown")), str(error.get("message", ""))[:200]
+    except (ValueError, AttributeError):
+        return "unknown", ""

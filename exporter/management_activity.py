@@ -53,15 +53,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exporter.clock import Clock
 from exporter.config import SourceConfig
-from exporter.ledger import Ledger
-from exporter.logs import fields
-from exporter.management_http import (
+from exporter.errors import (
     ManagementError,
-    ManagementHttp,
     ManagementMalformed,
     ManagementRefused,
-    Reply,
+    SubscriptionDisabled,
 )
+from exporter.ledger import Ledger
+from exporter.logs import fields
+from exporter.management_http import ManagementHttp, Reply
 from exporter.management_query import (
     LISTABLE_AGE,
     feed_url,
@@ -89,13 +89,6 @@ ALREADY_ENABLED, NO_SUBSCRIPTION, DISABLED, CONTENT_EXPIRED = (
 )
 CLAIM_TIMEOUT = 600.0
 EVICT_EVERY = 3600.0
-
-
-class SubscriptionDisabled(ManagementError):
-    """AF20023: an administrator disabled the subscription; its content is not being kept."""
-
-    reason = "subscription_disabled"
-    retry_after = 60.0
 
 
 class ManagementMetrics:

@@ -16,7 +16,6 @@ an AF20022 means "start the subscription", AF20024 "it already is", AF20051 "exp
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ import requests
 
 from exporter.budget import RequestBudget
 from exporter.clock import Clock
-from exporter.errors import Interrupted, SourceError
+from exporter.errors import ForeignUriError, Interrupted, ManagementError, ManagementNetworkError
 from exporter.graph import BearerTokens, same_origin
+from exporter.https import error_envelope
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
 from exporter.retry import backoff, parse_retry_after
@@ -41,40 +41,6 @@ THROTTLE_STATUSES = frozenset({429, 503, 504})
 SERVER_ERROR_STATUSES = frozenset({500, 502})
 MAX_ATTEMPTS = 6
 MAX_THROTTLE_RETRIES = 30
-
-
-class ManagementError(SourceError):
-    """A Management Activity request that could not be completed; the query is retried later."""
-
-    reason = "http_error"
-
-
-class ManagementNetworkError(ManagementError):
-    """The management host could not be reached, or the connection broke."""
-
-    reason = "network"
-
-
-class ManagementMalformed(ManagementError):
-    """A 200 whose body is not what the API sends (a listing or a blob cut off, not JSON)."""
-
-    reason = "malformed_page"
-
-
-class ForeignUriError(ManagementError):
-    """A NextPageUri or contentUri off ``management_url``: following it would leak the token."""
-
-    reason = "foreign_next_link"
-
-
-class ManagementRefused(ManagementError):
-    """A status retrying will not fix (a missing permission, a refused window, ...)."""
-
-    def __init__(self, status: int, code: str, message: str, reason: str = "http_error") -> None:
-        super().__init__(f"HTTP {status} {code}: {message}")
-        self.status, self.code, self.reason = status, code, reason
-        if reason == "forbidden":
-            self.retry_after = 300.0  # an administrator may grant it while we wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +74,6 @@ class HttpSession(Protocol):
     def get(self, url: str, **kwargs: Any) -> requests.Response: ...
 
     def post(self, url: str, **kwargs: Any) -> requests.Response: ...
-
-
-def error_code(body: bytes) -> tuple[str, str]:
-    """The ``error.code`` and ``error.message`` of the API's error envelope, if there is one."""
-    try:
-        error = json.loads(body).get("error", {})
-        return str(error.get("code", "unknown")), str(error.get("message", ""))[:200]
-    except (ValueError, AttributeError):
-        return "unknown", ""
 
 
 class ManagementHttp:
@@ -162,7 +119,7 @@ class ManagementHttp:
                 )
             else:
                 status = response.status_code
-                code, message = ("", "") if status == 200 else error_code(response.content)
+                code, message = ("", "") if status == 200 else error_envelope(response.content)
                 if code == THROTTLE_CODE or status in THROTTLE_STATUSES:
                     throttles += 1
                     self._throttled(response, code or str(status), throttles, now)

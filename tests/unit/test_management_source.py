@@ -23,15 +23,15 @@ from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
 from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
+from exporter.errors import ForeignUriError, SubscriptionDisabled
 from exporter.inband import InbandWarnings
 from exporter.ledger import Ledger
 from exporter.management_activity import (
     BLOB_LEDGER,
     ManagementActivitySource,
     ManagementMetrics,
-    SubscriptionDisabled,
 )
-from exporter.management_http import ForeignUriError, ManagementHttp
+from exporter.management_http import ManagementHttp
 from exporter.management_query import (
     LISTABLE_AGE,
     MAX_LISTING_WINDOW,
