@@ -15,7 +15,6 @@ as Kubernetes does for readOnlyRootFilesystem, and a probe proves writes fail wi
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import re
 import shutil
@@ -27,6 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from exporter.sim.ca import write_test_pki
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "siem-exporter"
@@ -104,28 +105,9 @@ def render_standalone() -> list[dict[str, Any]]:
     ]
 
 
-def stand_in_ca() -> str:
+def stand_in_ca(workdir: Path) -> str:
     """A CA certificate that parses, for the ConfigMap the user would create."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in SIEM CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return write_test_pki(workdir / "stand-in-ca").ca_file.read_text(encoding="ascii")
 
 
 def write_files(directory: Path, files: dict[str, bytes], mode: int) -> Path:
@@ -151,7 +133,7 @@ def pod_run_options(objects: list[dict[str, Any]], workdir: Path) -> tuple[list[
     configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
     secrets = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "Secret"}
     for name, key in USER_CONFIGMAPS.items():
-        configmaps.setdefault(name, {key: stand_in_ca()})
+        configmaps.setdefault(name, {key: stand_in_ca(workdir)})
     volumes = {v["name"]: v for v in pod["volumes"]}
     claims = {t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]}
 
