@@ -25,6 +25,7 @@ from urllib3.util import parse_url
 from exporter.components import COMPONENTS
 from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
+from exporter.graph import _UTF8_CHUNK as GRAPH_UTF8_PIECE
 from exporter.graph import parse_page, same_origin
 from exporter.graph_query import first_page_url, format_filter_time
 from exporter.pipeline import RawEvent
@@ -95,6 +96,36 @@ def test_what_is_not_a_page_is_malformed(body: bytes) -> None:
 def test_arbitrary_bytes_never_escape_as_another_error(body: bytes) -> None:
     with contextlib.suppress(MalformedPageError):
         parse_page(body)
+
+
+@pytest.mark.parametrize("shift", range(-4, 5))
+@pytest.mark.parametrize(
+    ("character", "valid"),
+    [
+        ("é".encode(), True),
+        ("€".encode(), True),
+        ("😀".encode(), True),
+        (b"\xc3\x28", False),
+        (b"\xf0\x9f\x98", False),
+        (b"\xff", False),
+    ],
+)
+def test_a_page_larger_than_the_utf8_check_s_piece_is_checked_across_its_pieces(
+    shift: int, character: bytes, valid: bool
+) -> None:
+    """The UTF-8 check reads a page piece by piece: a character split between two pieces is
+    still one character, and a broken one anywhere (at a seam, or pieces later) refuses it."""
+    prefix = b'{"value":[{"id":"a","pad":"'
+    pad = b"x" * (GRAPH_UTF8_PIECE - len(prefix) + shift)
+    tail = b"y" * (GRAPH_UTF8_PIECE + 5) + character + b'"}]}'
+    body = prefix + pad + character + tail
+    if valid:
+        events, _ = parse_page(body)
+        assert isinstance(events[0], RawEvent)  # read on the fast path, not the fallback
+        assert events[0]["pad"].encode() == pad + character + tail[: -len(b'"}]}')]
+    else:
+        with pytest.raises(MalformedPageError):
+            parse_page(body)
 
 
 def test_deep_nesting_is_malformed_not_a_crash() -> None:
