@@ -88,17 +88,28 @@ def next_txnr(txnr: int) -> int:
     return 1 if txnr >= MAX_TXNR else txnr + 1
 
 
-def encode_frame(txnr: int, command: bytes, data: bytes = b"") -> bytes:
-    """The bytes of one frame; ValueError for a number, command or length RELP cannot carry."""
+def frame_head(txnr: int, command: bytes, length: int) -> bytes:
+    """What precedes a frame's data (``TXNR SP COMMAND SP DATALEN SP``); ValueError for a
+    number, command or length RELP cannot carry.
+
+    A sender writes it, the data and LF side by side, so an event of 12 kB is not copied
+    into a frame of its own before it is copied into the connection's write.
+    """
     if not 0 <= txnr <= MAX_TXNR:
         raise ValueError(f"RELP transaction number must be 0..{MAX_TXNR}, got {txnr}")
     if not _COMMAND.fullmatch(command):
         raise ValueError(f"RELP command must be 1 to 32 ASCII letters, got {command!r}")
-    if len(data) > MAX_DATALEN:
-        raise ValueError(f"RELP data of {len(data)} bytes exceeds {MAX_DATALEN}")
+    if length > MAX_DATALEN:
+        raise ValueError(f"RELP data of {length} bytes exceeds {MAX_DATALEN}")
+    return b"%d %s %d " % (txnr, command, length)
+
+
+def encode_frame(txnr: int, command: bytes, data: bytes = b"") -> bytes:
+    """The bytes of one frame; ValueError for a number, command or length RELP cannot carry."""
+    head = frame_head(txnr, command, len(data))
     if data:
-        return b"%d %s %d %s\n" % (txnr, command, len(data), data)
-    return b"%d %s 0\n" % (txnr, command)
+        return head + data + b"\n"
+    return head[:-1] + b"\n"  # no data: the length is followed by LF, not a space
 
 
 def encode_offers(offers: dict[str, tuple[str, ...]]) -> bytes:
@@ -128,8 +139,14 @@ def parse_offers(data: bytes) -> dict[str, tuple[str, ...]]:
     return offers
 
 
+_OK_RESPONSE = b"200 OK"
+_OK = Response(200, "OK")
+
+
 def parse_response(data: bytes) -> Response:
     """The DATA of an ``rsp`` frame: three digits, a space, text up to LF, then reply data."""
+    if data == _OK_RESPONSE:  # rsyslog's answer to every message it took: read once per event
+        return _OK
     match = _RESPONSE_HEAD.match(data)
     if match is None:
         raise RelpProtocolError(f"malformed RELP response {data[:40]!r}")

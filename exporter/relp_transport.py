@@ -46,6 +46,7 @@ from exporter.relp import (
     RelpProtocolError,
     client_offers,
     encode_frame,
+    frame_head,
     next_txnr,
     parse_offers,
     parse_response,
@@ -73,6 +74,9 @@ class _Tally:
         self._counts: dict[bytes, int] = {}
         self._size = 0
         self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._counts)
 
     def count(self, message: bytes) -> int:
         return self._counts.get(message, 0)
@@ -201,8 +205,9 @@ class RelpTransport:
     def _deliver_locked(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
         acked: list[bytes] = []
         todo: deque[int] = deque()
+        remembered = bool(self._acked)  # hashing each 12 kB message costs: only if needed
         for position, message in enumerate(messages):
-            if self._acked.take(message):
+            if remembered and self._acked.take(message):
                 acked.append(message)
             else:
                 todo.append(position)
@@ -266,8 +271,9 @@ class RelpTransport:
                     position = todo.popleft()
                     txnr = session.number()
                     in_flight[txnr] = position
-                    burst.append(encode_frame(txnr, SYSLOG, messages[position]))
-                    size += len(burst[-1])
+                    message = messages[position]
+                    burst += (frame_head(txnr, SYSLOG, len(message)), message, b"\n")
+                    size += len(message)
                 session.sock.sendall(b"".join(burst))
                 continue
             for frame in self._receive(session):
@@ -277,7 +283,8 @@ class RelpTransport:
                 response = parse_response(frame.data)
                 if response.ok:
                     acked.append(messages[position])
-                    self._refusals.forget(messages[position])
+                    if self._refusals:
+                        self._refusals.forget(messages[position])
                 else:
                     refused[position] = f"{response.code} {response.text}"
             if session.server_closing and (todo or in_flight):
