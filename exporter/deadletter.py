@@ -86,7 +86,9 @@ class DeadLetters:
             "reason": reason,
             "detail": detail,
         }
-        whole = orjson.dumps({**entry, "event": orjson.Fragment(event_json(item.event))}) + b"\n"
+        whole = (
+            orjson.dumps({**entry, "event": orjson.Fragment(bytes(event_json(item.event)))}) + b"\n"
+        )
         with self._lock:
             kept = self._size + len(whole) <= self.max_bytes
             line = whole if kept else orjson.dumps({**entry, "event": None}) + b"\n"

@@ -184,7 +184,7 @@ def _parse_compact(
     heads = _fields_decoder(fields).decode(compact).value
     astuple = msgspec.structs.astuple
     events: list[Mapping[str, Any]] = [
-        RawEvent(bytes(raw), dict(zip(fields, astuple(head), strict=True)))
+        RawEvent(memoryview(raw), dict(zip(fields, astuple(head), strict=True)))
         for raw, head in zip(page.value, heads, strict=True)
     ]
     return events, page.next_link

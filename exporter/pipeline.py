@@ -31,14 +31,16 @@ class RawEvent(Mapping[str, Any]):
     again cost more than everything else the collector does with it, and nothing but its
     id and times is ever read. So the source hands over the event's own bytes, already
     compact and checked to be valid JSON and UTF-8, with the few ``fields`` it needs
-    decoded; a sink sends :attr:`json` as it is. Any other access (a test, the content hash
+    decoded; a sink sends :attr:`json` as it is. The bytes may be a view into the page they
+    came in (not copied out of it: a copy of every event was a tenth of the delivery cost),
+    which then lives as long as any of its events. Any other access (a test, the content hash
     of an event without an id) decodes the whole event once, as the standard library reads
     it, so it is the same mapping a parsed page would have held.
     """
 
     __slots__ = ("_decoded", "_fields", "json")
 
-    def __init__(self, json_bytes: bytes, fields: Mapping[str, Any]) -> None:
+    def __init__(self, json_bytes: bytes | memoryview, fields: Mapping[str, Any]) -> None:
         self.json = json_bytes
         self._fields = fields
         self._decoded: dict[str, Any] | None = None
@@ -52,7 +54,7 @@ class RawEvent(Mapping[str, Any]):
 
     def _mapping(self) -> dict[str, Any]:
         if self._decoded is None:
-            self._decoded = json.loads(self.json)
+            self._decoded = json.loads(bytes(self.json))
         return self._decoded
 
     def __getitem__(self, key: str) -> Any:
@@ -65,7 +67,7 @@ class RawEvent(Mapping[str, Any]):
         return len(self._mapping())
 
     def __repr__(self) -> str:
-        return f"RawEvent({self.json!r})"
+        return f"RawEvent({bytes(self.json)!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,7 +96,7 @@ def format_timestamp(timestamp: datetime | None) -> str:
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def event_json(event: Mapping[str, Any]) -> bytes:
+def event_json(event: Mapping[str, Any]) -> bytes | memoryview:
     """Compact UTF-8 JSON as the SIEM's parser expects.
 
     orjson writes the same compact form as ``json.dumps(separators=(",", ":"),
@@ -172,7 +172,7 @@ def format_text_message(
 
 
 def _format(
-    body: bytes,
+    body: bytes | memoryview,
     *,
     msgid: str,
     timestamp: datetime | None,
