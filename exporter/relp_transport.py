@@ -51,6 +51,7 @@ from exporter.relp import (
     parse_offers,
     parse_response,
 )
+from exporter.stream_write import write_parts
 from exporter.syslog import connect_stream, describe_error, endpoint_text
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ class RelpTransport:
                     message = messages[position]
                     burst += (frame_head(txnr, SYSLOG, len(message)), message, b"\n")
                     size += len(message)
-                session.sock.sendall(b"".join(burst))
+                write_parts(session.sock, burst)
                 continue
             for frame in self._receive(session):
                 position = in_flight.pop(frame.txnr, -1)

@@ -23,6 +23,7 @@ import orjson
 
 from exporter.errors import SinkUnavailable
 from exporter.pipeline import RawEvent, Refusal
+from exporter.stream_write import write_parts
 
 FACILITIES: dict[str, int] = {
     "kern": 0,
@@ -281,7 +282,7 @@ class SyslogTransport:
                 self._deliver_locked(messages, stream)
         return ()
 
-    def _deliver_locked(self, messages: Sequence[bytes], stream: bytes | None) -> None:
+    def _deliver_locked(self, messages: Sequence[bytes], stream: list[bytes] | None) -> None:
         try:
             if stream is None:
                 self._send_datagrams(messages)
@@ -294,13 +295,15 @@ class SyslogTransport:
             self._drop_connection()
             raise SinkUnavailable(f"syslog {self.endpoint}: {describe_error(error)}") from error
 
-    def _frame_all(self, messages: Sequence[bytes]) -> bytes:
-        """The batch as one stream; octet-counting joins each length and message in one copy."""
+    def _frame_all(self, messages: Sequence[bytes]) -> list[bytes]:
+        """The batch as the pieces of one stream, in order, each message framed (RFC 6587)
+        by the pieces beside it rather than copied into a frame of its own."""
         if self._framing == "octet-counting":
-            return b"".join(
-                [part for message in messages for part in (b"%d " % len(message), message)]
-            )
-        return b"".join(frame(message, self._framing) for message in messages)
+            return [part for message in messages for part in (b"%d " % len(message), message)]
+        for message in messages:
+            if b"\n" in message:
+                raise ValueError("LF framing cannot carry a message containing a newline")
+        return [part for message in messages for part in (message, b"\n")]
 
     def close(self) -> None:
         """Drop the connection; safe to call at any time, also twice and from any thread."""
@@ -313,12 +316,12 @@ class SyslogTransport:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _send_stream(self, payload: bytes) -> None:
+    def _send_stream(self, parts: list[bytes]) -> None:
         if self._sock is not None and self._peer_closed(self._sock):
             self._drop_connection()
         if self._sock is None:
             self._sock = self._connect_stream()
-        self._sock.sendall(payload)
+        write_parts(self._sock, parts)
         if self._peer_closed(self._sock):
             raise SinkUnavailable(f"syslog {self.endpoint}: connection closed by peer")
 
