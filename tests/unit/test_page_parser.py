@@ -25,7 +25,7 @@ from urllib3.util import parse_url
 from exporter.components import COMPONENTS
 from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
-from exporter.graph import _UTF8_CHUNK as GRAPH_UTF8_PIECE
+from exporter.graph import _UTF8_PIECE as GRAPH_UTF8_PIECE
 from exporter.graph import parse_page, same_origin
 from exporter.graph_query import first_page_url, format_filter_time
 from exporter.pipeline import RawEvent
