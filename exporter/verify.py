@@ -310,7 +310,7 @@ class Audit:
         if self.reader is None:
             return None
         dated = self.reader.between(source, self.stretch.start, self.stretch.end)
-        return {key for key, _ in dated} | self.reader.undated(source)
+        return {key for key, _, _ in dated} | self.reader.undated(source)
 
     def show_progress(self, reading: Reading, pages: int, events: int) -> None:
         """One line rewritten in place on a terminal: pages, events, time left at the rate."""
