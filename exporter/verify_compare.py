@@ -192,8 +192,10 @@ def late_arrivals(
     late, as in the demo's "late arrivals caught", which a non-overlapping poller at that
     interval loses whatever its phase. The recorded time is when the collector fetched the
     page, so the difference is the event's arrival lag (``event_arrival_lag_seconds``): it
-    includes the wait for the next query, and an event visible just under one interval late
-    may count.
+    includes the wait for the next query, which plays the part of that poller's phase. With
+    the fresh query every ``late_after``, an event ``L < late_after`` late counts with
+    a chance of about ``L / late_after``, the chance that the poller loses it; a fresh query the
+    budget runs less often makes more count.
     """
     late = unknown = 0
     for _, when, recorded in deliveries:
