@@ -1,7 +1,8 @@
 """The ledger: which events have been delivered, and where each source's polling stands.
 
 One SQLite file (WAL) at ``state.path`` survives restarts. Per source it holds the key of
-every delivered event with the event's own time, and a few named checkpoints. A key is
+every delivered event with the event's own time and when the collector first recorded it
+(so an audit can tell which arrived late), and a few named checkpoints. A key is
 recorded only after every sink accepted the event, so a crash can repeat at most the batch
 in flight, never lose it. Commits run with ``synchronous=FULL``: under WAL, ``NORMAL`` may
 roll back the last commits after a power loss, which would repeat more than one page; the
@@ -36,12 +37,16 @@ from typing import Any
 
 from exporter.errors import StateError, StateLockedError
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
+# Version 2 lacked delivered.recorded_at; it is migrated in place (its rows keep NULL: not
+# known), since refusing it would make every upgrade start over with a re-sent backlog.
+_MIGRATES_FROM = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered (
     source TEXT NOT NULL,
     event_time REAL NOT NULL,
     key BLOB NOT NULL,
+    recorded_at REAL,
     PRIMARY KEY (source, event_time, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undated (
@@ -73,12 +78,32 @@ def _check_integrity(db: sqlite3.Connection) -> None:
         raise StateError(f"integrity check failed: {found}")
 
 
-def _check_layout(db: sqlite3.Connection) -> None:
-    """Refuse a ledger written in another layout rather than misread it."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+def _check_layout(db: sqlite3.Connection) -> int | None:
+    """The layout version of an existing ledger (None for a new file); refuse one this
+    exporter neither writes nor migrates rather than misread it."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
     tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-    if tables and version != LAYOUT_VERSION:
+    if not tables:
+        return None
+    if version not in (LAYOUT_VERSION, _MIGRATES_FROM):
         raise StateError(f"layout version {version}, this exporter writes {LAYOUT_VERSION}")
+    return version
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Version 2 to 3 in one transaction: add ``recorded_at``, NULL for every existing row.
+
+    Adding a nullable column rewrites only the schema, not the rows, so even a ledger of
+    millions of keys migrates at once; a crash before the commit leaves version 2 intact.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE delivered ADD COLUMN recorded_at REAL")
+        db.execute(f"PRAGMA user_version={LAYOUT_VERSION}")
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        db.execute("ROLLBACK")
+        raise
 
 
 class Ledger:
@@ -94,7 +119,8 @@ class Ledger:
             _check_integrity(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            _check_layout(db)
+            if _check_layout(db) == _MIGRATES_FROM:
+                _migrate(db)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={LAYOUT_VERSION}")
             db.execute("SELECT count(*) FROM checkpoints").fetchone()
@@ -181,12 +207,18 @@ class Ledger:
     def record(
         self, source: str, entries: Iterable[tuple[bytes, float | None]], recorded_at: float
     ) -> None:
-        """Mark events delivered, atomically: all of the batch or none of it."""
+        """Mark events delivered, atomically: all of the batch or none of it.
+
+        ``recorded_at`` is kept with each key: the collector passes when it fetched the
+        page, so it minus the event time is the event's arrival lag. A key recorded again
+        keeps its first time.
+        """
         rows = list(entries)
         with self._lock, self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO delivered (source, event_time, key) VALUES (?, ?, ?)",
-                [(source, when, key) for key, when in rows if when is not None],
+                "INSERT OR IGNORE INTO delivered (source, event_time, key, recorded_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(source, when, key, recorded_at) for key, when in rows if when is not None],
             )
             self._db.executemany(
                 "INSERT OR IGNORE INTO undated (source, key, recorded_at) VALUES (?, ?, ?)",
@@ -254,23 +286,28 @@ class LedgerReader:
 
     An audit may run beside a collector that holds the lock; SQLite's WAL lets it read a
     consistent snapshot while the collector writes, and ``mode=ro`` makes any write an
-    error, so the audit cannot disturb what it audits.
+    error, so the audit cannot disturb what it audits. A version-2 ledger, of a collector
+    not yet upgraded, is read as it is: its recorded times are all unknown.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-            _check_layout(self._db)
+            version = _check_layout(self._db)
         except (sqlite3.Error, StateError) as exc:
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
+        self._recorded_at = "NULL" if version == _MIGRATES_FROM else "recorded_at"
 
-    def between(self, source: str, start: float, end: float) -> list[tuple[bytes, float]]:
-        """Every (key, event time) of ``source`` with ``start <= event time < end``."""
+    def between(
+        self, source: str, start: float, end: float
+    ) -> list[tuple[bytes, float, float | None]]:
+        """Every (key, event time, recorded time or None if not known) of ``source`` with
+        ``start <= event time < end``."""
         return [
-            (bytes(key), when)
-            for key, when in self._query(
-                "SELECT key, event_time FROM delivered"
+            (bytes(key), when, recorded)
+            for key, when, recorded in self._query(
+                f"SELECT key, event_time, {self._recorded_at} FROM delivered"
                 " WHERE source = ? AND event_time >= ? AND event_time < ?",
                 (source, start, end),
             )

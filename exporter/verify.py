@@ -52,11 +52,13 @@ from exporter.verify_compare import (
     ApiEvent,
     Keying,
     Known,
+    LateArrivals,
     SiemSide,
     SourceResult,
     Stretch,
     attribute,
     compare,
+    late_arrivals,
     record_keys,
 )
 from exporter.verify_metrics import write_result
@@ -84,6 +86,19 @@ DELIVERY_BATCH = 500
 def keying_of(source: SourceConfig) -> Keying:
     settings: GraphSettings = source.settings
     return Keying(source.name, settings.window_field, settings.update_field)
+
+
+def ledger_side(
+    reader: LedgerReader | None, source: SourceConfig, stretch: Stretch
+) -> tuple[set[bytes] | None, LateArrivals | None]:
+    """The keys the ledger holds for the stretch, and those it holds undated (none from
+    Graph, whose events all have times), with how many of the dated arrived late; None
+    without a ledger."""
+    if reader is None:
+        return None, None
+    dated = reader.between(source.name, stretch.start, stretch.end)
+    late = late_arrivals(dated, source.poll_interval)
+    return {key for key, _, _ in dated} | reader.undated(source.name), late
 
 
 @dataclass
@@ -163,6 +178,7 @@ class Audit:
         self.tokens = TokenProvider(config, self.metrics, self.clock, VerifiedSession(verify_tls))
         self.budgets: dict[str, RequestBudget] = {}
         self.ledgers: dict[str, set[bytes] | None] = {}
+        self.late: dict[str, LateArrivals | None] = {}
         self.elsewhere = 0  # export records the attribution placed with no audited source
         self.progress = sys.stderr.isatty()
 
@@ -279,7 +295,8 @@ class Audit:
         """Every event of the stretch, and the full events that may be missing."""
         name = reading.source.name
         side = eligible[name] if self.export is not None else None
-        ledger = self.ledgers[name] = self.ledger_keys(name)
+        ledger, self.late[name] = ledger_side(self.reader, reading.source, self.stretch)
+        self.ledgers[name] = ledger
         found: list[ApiEvent] = []
         kept: dict[bytes, KeyedEvent] = {}
         first = [] if reading.first is None else [reading.first]
@@ -303,14 +320,6 @@ class Audit:
         if self.progress:
             sys.stderr.write("\n")
         return found, kept
-
-    def ledger_keys(self, source: str) -> set[bytes] | None:
-        """The keys the ledger holds for the stretch, and those it holds undated (none from
-        Graph, whose events all have times); None without a ledger."""
-        if self.reader is None:
-            return None
-        dated = self.reader.between(source, self.stretch.start, self.stretch.end)
-        return {key for key, _ in dated} | self.reader.undated(source)
 
     def show_progress(self, reading: Reading, pages: int, events: int) -> None:
         """One line rewritten in place on a terminal: pages, events, time left at the rate."""
@@ -337,7 +346,13 @@ class Audit:
             keyings = [keying_of(s) for s in self.sources]
             sides, self.elsewhere = attribute(self.export.records, keyings, known, self.stretch)
         return [
-            compare(name, events, self.ledgers[name], None if sides is None else sides[name])
+            compare(
+                name,
+                events,
+                self.ledgers[name],
+                None if sides is None else sides[name],
+                self.late[name],
+            )
             for name, events in api.items()
         ]
 

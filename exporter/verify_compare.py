@@ -11,6 +11,9 @@ to a source by its MSGID when it has one; otherwise by its key being known to th
 source (in the API or the ledger for the stretch), or, for an unknown key, by its own time
 falling in the stretch of exactly one source's time field. Whatever cannot be placed is
 counted, never silently taken for a source's.
+
+The ledger also tells how many of the stretch's deliveries arrived late
+(:func:`late_arrivals`): the events the collector caught that a plain poller would have lost.
 """
 
 from __future__ import annotations
@@ -169,6 +172,41 @@ def _place_unlabelled(
 
 
 @dataclass(frozen=True, slots=True)
+class LateArrivals:
+    """Of one source's deliveries in the stretch, per the ledger: how many arrived late, and
+    how many it cannot tell (recorded before the ledger kept delivery times, layout 2)."""
+
+    late: int
+    unknown: int
+    late_after: float  # seconds: the source's poll interval
+
+
+def late_arrivals(
+    deliveries: Iterable[tuple[bytes, float, float | None]], late_after: float
+) -> LateArrivals:
+    """How many (key, event time, recorded time) deliveries were recorded more than
+    ``late_after`` after their event time; an unknown recorded time is counted apart, never
+    as on time.
+
+    ``late_after`` is the source's ``poll_interval``: late means more than one poll interval
+    late, as in the demo's "late arrivals caught", which a non-overlapping poller at that
+    interval loses whatever its phase. The recorded time is when the collector fetched the
+    page, so the difference is the event's arrival lag (``event_arrival_lag_seconds``): it
+    includes the wait for the next query, which plays the part of that poller's phase. With
+    the fresh query every ``late_after``, an event ``L < late_after`` late counts with
+    a chance of about ``L / late_after``, the chance that the poller loses it; a fresh query the
+    budget runs less often makes more count.
+    """
+    late = unknown = 0
+    for _, when, recorded in deliveries:
+        if recorded is None:
+            unknown += 1
+        elif recorded - when > late_after:
+            late += 1
+    return LateArrivals(late, unknown, late_after)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceResult:
     """One source's row of the report. None: that side was not compared (no ledger, no export)."""
 
@@ -179,6 +217,7 @@ class SourceResult:
     in_siem: int | None
     siem_not_in_api: int | None
     missing: tuple[ApiEvent, ...]  # from the SIEM export when given, else from the ledger
+    late: LateArrivals | None = None  # from the ledger, when there is one
 
 
 def compare(
@@ -186,6 +225,7 @@ def compare(
     api: Sequence[ApiEvent],
     ledger: set[bytes] | None,
     siem: SiemSide | None,
+    late: LateArrivals | None = None,
 ) -> SourceResult:
     """The three sets of one source side by side; what the SIEM lacks decides ``missing``."""
     not_in_ledger = None if ledger is None else [e for e in api if e.key not in ledger]
@@ -205,4 +245,5 @@ def compare(
         in_siem=None if siem is None else len(siem),
         siem_not_in_api=extra,
         missing=tuple(sorted(missing, key=lambda e: (e.event_time or 0.0, e.event_id or ""))),
+        late=late,
     )

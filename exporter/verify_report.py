@@ -162,11 +162,18 @@ _COLUMNS = (
     ("in SIEM export", "in_siem"),
     ("missing from SIEM", "missing_from_siem"),
     ("in SIEM, not in API", "siem_not_in_api"),
+    ("late arrivals", "late_arrivals"),
 )
 
 
 def result_row(result: SourceResult, with_export: bool) -> dict[str, Any]:
-    """One source's counts; a side that was not compared is None."""
+    """One source's counts; a side that was not compared is None.
+
+    ``late_arrivals`` counts the deliveries in the stretch recorded more than
+    ``late_after_seconds`` (the poll interval) after their event time; ``late_unknown``
+    those whose recorded time the ledger does not know, which may be late or not.
+    """
+    late = result.late
     return {
         "source": result.source,
         "in_api": result.in_api,
@@ -175,6 +182,9 @@ def result_row(result: SourceResult, with_export: bool) -> dict[str, Any]:
         "in_siem": result.in_siem,
         "missing_from_siem": len(result.missing) if with_export else None,
         "siem_not_in_api": result.siem_not_in_api,
+        "late_arrivals": None if late is None else late.late,
+        "late_unknown": None if late is None else late.unknown,
+        "late_after_seconds": None if late is None else late.late_after,
     }
 
 
@@ -214,6 +224,31 @@ def _cell(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _text_cell(row: dict[str, Any], name: str) -> str:
+    """A cell of the table; late arrivals say how many more the ledger cannot date."""
+    if name == "late_arrivals" and row["late_unknown"]:
+        return f"{_cell(row[name])} (+{row['late_unknown']:,} unknown)"
+    return _cell(row[name])
+
+
+def _late_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """What the late-arrivals column counts, with each source's threshold."""
+    thresholds = [
+        f"{r['source']} {r['late_after_seconds']:g} s"
+        for r in rows
+        if r["late_arrivals"] is not None
+    ]
+    if not thresholds:
+        return None
+    line = (
+        "late arrivals: delivered, and first seen more than one poll interval after their "
+        f"event time ({', '.join(thresholds)})"
+    )
+    if any(r["late_unknown"] for r in rows):
+        line += "; unknown: recorded before the ledger kept when (layout 2)"
+    return line
+
+
 def report_text(
     start: float,
     end: float,
@@ -222,11 +257,9 @@ def report_text(
     delivered: int | None,
 ) -> str:
     """The report for a person: the table, the export's figures, then each missing event."""
+    counts = [result_row(r, export is not None) for r in results]
     rows = [[title for title, _ in _COLUMNS]]
-    rows += [
-        [_cell(row[name]) for _, name in _COLUMNS]
-        for row in (result_row(r, export is not None) for r in results)
-    ]
+    rows += [[_text_cell(row, name) for _, name in _COLUMNS] for row in counts]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [f"event time {iso(start)} to {iso(end)} (end excluded)"]
     lines += [
@@ -236,6 +269,9 @@ def report_text(
         ).rstrip()
         for row in rows
     ]
+    late = _late_line(counts)
+    if late is not None:
+        lines.append(late)
     if export is not None:
         lines.append(
             f"SIEM export {export.path}: {export.format}, {export.records:,} records, "

@@ -1,7 +1,8 @@
 """End to end: ``siem-exporter verify`` against the simulated tenant over HTTPS and a real rsyslogd.
 
 Two audits a user runs: of our own collector, whose SIEM lost some events (verify names
-exactly those, ``--deliver-missing`` closes the gap once), and of a foreign integration,
+exactly those, ``--deliver-missing`` closes the gap once, and the late arrivals it counts
+agree with the ledger and the simulator's ground truth), and of a foreign integration,
 a naive poller written here that asks for "the last N seconds every N seconds" and so
 loses every event that turns up late (verify names exactly those, against the
 simulator's ground truth).
@@ -10,6 +11,7 @@ simulator's ground truth).
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ import requests
 import yaml
 
 from exporter.eventtime import parse_event_time
+from exporter.graph import event_key
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     SimProcess,
@@ -38,6 +41,7 @@ pytestmark = pytest.mark.slow
 SOURCES = ("signins", "directoryAudits")
 TIME_FIELDS = {"signins": "createdDateTime", "directoryAudits": "activityDateTime"}
 MAX_LATENESS = 90.0  # the "test" scenario's
+POLL_INTERVAL = 5.0  # late means more than this: long enough that some events are on time
 
 
 def iso(seconds: float) -> str:
@@ -83,27 +87,87 @@ def event_time(msgid: str, msg: str) -> float:
     return when.timestamp()
 
 
+def ledger_rows(state: Path, source: str, start: float, end: float) -> dict[bytes, float]:
+    """Read straight from the ledger file: each key of ``source`` in ``[start, end)`` with its
+    recorded time minus its event time."""
+    db = sqlite3.connect(f"{state.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT key, recorded_at - event_time FROM delivered"
+            " WHERE source = ? AND event_time >= ? AND event_time < ?",
+            (source, start, end),
+        ).fetchall()
+    finally:
+        db.close()
+    return {bytes(key): lag for key, lag in rows}
+
+
+def check_late_arrivals(
+    sim: SimProcess, state: Path, report: Any, start: float, end: float, frozen_at: float
+) -> None:
+    """verify's late arrivals are what the ledger says, and the ledger agrees with the ground
+    truth: no event was recorded before it became visible, so every event visible more than
+    a poll interval after its time is among them; and events seen in time are not."""
+    truly_late = late = held = 0
+    for row in report["sources"]:
+        lags = ledger_rows(state, row["source"], start, end)
+        late_keys = {key for key, lag in lags.items() if lag > POLL_INTERVAL}
+        assert len(lags) == row["in_ledger"] == row["in_api"]
+        assert (row["late_arrivals"], row["late_unknown"]) == (len(late_keys), 0)
+        assert row["late_after_seconds"] == POLL_INTERVAL
+        truth = {
+            event_key({"id": e["id"]})[0]: e["available_at"] - e["event_time"]
+            for e in sim.truth(row["source"])
+            if start <= e["event_time"] < end and e["available_at"] <= frozen_at
+        }
+        assert truth.keys() == lags.keys()
+        assert all(lags[key] >= lateness - 1e-3 for key, lateness in truth.items())
+        truly_late_keys = {key for key, lateness in truth.items() if lateness > POLL_INTERVAL}
+        assert truly_late_keys <= late_keys
+        truly_late, late, held = (
+            truly_late + len(truly_late_keys),
+            late + len(late_keys),
+            held + len(lags),
+        )
+    assert truly_late, "nothing turned up late: the test proves nothing"
+    assert late < held, "every event counted late: the test proves nothing"
+
+
 def test_verify_names_what_the_siem_lost_and_deliver_missing_closes_the_gap_once(
     sim: SimProcess, tmp_path: Path
 ) -> None:
     with RsyslogReceiver() as receiver:
         config = collector_config(
-            sim, tmp_path, syslog_port=receiver.port, metrics_port=free_port(), lookback="3m"
+            sim,
+            tmp_path,
+            syslog_port=receiver.port,
+            metrics_port=free_port(),
+            lookback="3m",
+            poll_interval=f"{POLL_INTERVAL:g}s",
         )
         config_path = tmp_path / "verify.yaml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         with start_collector(config, tmp_path) as collector:
             collector.wait_ready()
             started = time.time()
-            time.sleep(15)
+            time.sleep(20)
             frozen_at = sim.freeze()
             wait_for_polls_after(collector, SOURCES, frozen_at)
+            # Since the collector runs, up to the freeze: the late arrivals it caught.
+            live_start, live_end = float(int(started) + 1), float(int(frozen_at))
+            status, report, _ = verify(config_path, live_start, live_end)
+            assert status == 0, report
+            state = Path(config["state"]["path"])
+            check_late_arrivals(sim, state, report, live_start, live_end, frozen_at)
             # Inside the first window, and late enough that every event of it was visible.
             start, end = float(int(started - 170)), float(int(frozen_at - MAX_LATENESS - 5))
             # Beside the running collector: the ledger is read without its lock.
             status, report, _ = verify(config_path, start, end)
             assert status == 0, report
             assert all(row["in_api"] == row["in_ledger"] > 0 for row in report["sources"])
+            # Read at the collector's start, over a minute after it happened: the backlog
+            # arrived late too, and says so.
+            assert all(row["late_arrivals"] == row["in_ledger"] for row in report["sources"])
             # Delivering needs the ledger's lock, which the collector holds.
             status, _, stderr = verify(config_path, start, end, "--deliver-missing")
             assert status == 2

@@ -99,7 +99,7 @@ def test_the_reader_sees_the_collector_s_writes_without_its_lock_and_cannot_writ
         ledger.record("audits", [(b"c" * 16, 15.0)], 0.0)
         ledger.record("signins", [(b"u" * 16, None)], 0.0)
         reader = LedgerReader(path)
-        assert reader.between("signins", 10.0, 20.0) == [(b"a" * 16, 10.0)]
+        assert reader.between("signins", 10.0, 20.0) == [(b"a" * 16, 10.0, 0.0)]
         assert reader.count_between("signins", 0.0, 100.0) == 2
         assert reader.undated("signins") == {b"u" * 16}
         ledger.record("signins", [(b"d" * 16, 12.0)], 0.0)

@@ -19,10 +19,12 @@ from exporter.verify_compare import (
     ApiEvent,
     Keying,
     Known,
+    LateArrivals,
     Stretch,
     api_event,
     attribute,
     compare,
+    late_arrivals,
     record_keys,
 )
 from exporter.verify_export import ExportRecord, parse_export
@@ -167,3 +169,43 @@ def test_an_export_event_slimmed_to_the_compared_fields_keys_and_dates_as_the_wh
     assert len(whole) == len(slim) == 1
     for keying in (SIGNINS, RISKS):
         assert record_keys(slim[0], keying) == record_keys(whole[0], keying)
+
+
+def test_late_arrivals_are_those_recorded_more_than_the_poll_interval_after_their_time() -> None:
+    deliveries = [
+        (b"a" * 16, 100.0, 100.5),  # seen within the interval
+        (b"b" * 16, 100.0, 160.0),  # exactly one interval: not more than one
+        (b"c" * 16, 100.0, 160.001),  # just past it
+        (b"d" * 16, 100.0, 3700.0),  # an hour late
+        (b"e" * 16, 100.0, None),  # recorded before the ledger kept when: unknown
+        (b"f" * 16, 100.0, None),
+    ]
+    assert late_arrivals(deliveries, 60.0) == LateArrivals(late=2, unknown=2, late_after=60.0)
+    assert late_arrivals([], 60.0) == LateArrivals(0, 0, 60.0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1e6), st.one_of(st.none(), st.floats(0, 1e4)), st.floats(0.1, 1e3)
+        ).map(lambda t: (t[0], None if t[1] is None else t[0] + t[1])),
+        max_size=30,
+    ),
+    st.floats(0.1, 1e3),
+)
+def test_every_delivery_is_late_on_time_or_unknown_exactly_once(
+    rows: list[tuple[float, float | None]], late_after: float
+) -> None:
+    deliveries = [(bytes(16), when, recorded) for when, recorded in rows]
+    counted = late_arrivals(deliveries, late_after)
+    on_time = sum(
+        1 for when, recorded in rows if recorded is not None and recorded - when <= late_after
+    )
+    assert counted.late + counted.unknown + on_time == len(rows)
+    assert counted.unknown == sum(1 for _, recorded in rows if recorded is None)
+
+
+def test_the_late_count_is_carried_to_the_result_and_absent_without_a_ledger() -> None:
+    late = LateArrivals(3, 1, 60.0)
+    assert compare("signins", [], set(), None, late).late == late
+    assert compare("signins", [], None, None).late is None

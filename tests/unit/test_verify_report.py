@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.verify_compare import ApiEvent, SourceResult
+from exporter.verify_compare import ApiEvent, LateArrivals, SourceResult
 from exporter.verify_report import (
     CONFIRM_ABOVE,
     DAY,
@@ -114,3 +114,27 @@ def test_without_an_export_the_siem_columns_are_blank_and_the_ledger_is_named() 
         json.loads(report_json(0.0, 3600.0, results, None, None))["sources"][0]["missing_from_siem"]
         is None
     )
+
+
+def test_late_arrivals_are_a_column_with_unknown_shown_apart_never_as_on_time() -> None:
+    results = [
+        SourceResult("signins", 10, 10, 0, None, None, (), LateArrivals(4, 0, 60.0)),
+        SourceResult("audits", 3, 3, 0, None, None, (), LateArrivals(1, 2, 300.0)),
+        SourceResult("vendor", 5, None, None, 5, 0, ()),  # no ledger: nothing to tell
+    ]
+    lines = report_text(0.0, 3600.0, results, None, None).splitlines()
+    assert lines[1].endswith("late arrivals")
+    assert lines[2].split()[0] == "signins" and lines[2].endswith("  4")
+    assert lines[3].split()[0] == "audits" and lines[3].endswith("  1 (+2 unknown)")
+    assert lines[4].split()[0] == "vendor" and lines[4].endswith("  -")
+    assert lines[5] == (
+        "late arrivals: delivered, and first seen more than one poll interval after their "
+        "event time (signins 60 s, audits 300 s); unknown: recorded before the ledger kept "
+        "when (layout 2)"
+    )
+    rows = json.loads(report_json(0.0, 3600.0, results, None, None))["sources"]
+    assert [(r["late_arrivals"], r["late_unknown"], r["late_after_seconds"]) for r in rows] == [
+        (4, 0, 60.0),
+        (1, 2, 300.0),
+        (None, None, None),
+    ]
