@@ -20,8 +20,6 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from exporter.errors import StateError
 from exporter.pipeline import KeyedEvent
 from exporter.syslog import event_json
@@ -86,12 +84,13 @@ class DeadLetters:
             "reason": reason,
             "detail": detail,
         }
-        whole = (
-            orjson.dumps({**entry, "event": orjson.Fragment(bytes(event_json(item.event)))}) + b"\n"
-        )
+        # The entry through event_json: an id the API sent with a lone surrogate
+        # ("\\ud800") is written as that escape, where orjson alone would refuse it.
+        head = bytes(event_json(entry))
+        whole = head[:-1] + b',"event":' + bytes(event_json(item.event)) + b"}\n"
         with self._lock:
             kept = self._size + len(whole) <= self.max_bytes
-            line = whole if kept else orjson.dumps({**entry, "event": None}) + b"\n"
+            line = whole if kept else head[:-1] + b',"event":null}\n'
             try:
                 with self.path.open("ab") as out:
                     out.write(line)

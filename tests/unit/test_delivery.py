@@ -322,3 +322,21 @@ def test_an_event_kept_as_the_bytes_the_api_sent_is_dead_lettered_whole(tmp_path
     (line,) = (tmp_path / "dead.jsonl").read_text(encoding="utf-8").splitlines()
     assert json.loads(line)["event"] == json.loads(body)["value"][0]
     assert sample(registry, "dead_letter_events") == 1
+
+
+def test_an_id_with_a_lone_surrogate_is_dead_lettered_not_a_crash(tmp_path: Path) -> None:
+    """JSON's ``"\\ud800"`` is a valid id that UTF-8 cannot hold: the line keeps it as that
+    escape, so the refused event is still named by the id the API gave it."""
+    body = json.dumps({"value": [{"id": "odd-\ud800", "blob": "x" * 5000}]})  # ASCII escapes
+    (event,) = key_events(
+        parse_page(body.encode(), ("id", "createdDateTime"))[0], "createdDateTime"
+    )
+    letters = DeadLetters(tmp_path / "dead.jsonl", 1 << 20)
+    delivery, registry, _ = delivery_for(
+        [sink("a", ScriptedTransport(), max_message_size=4000)], StoppingClock(1), letters
+    )
+    delivery.send("signins", [event])
+    (line,) = (tmp_path / "dead.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["id"] == "odd-\ud800"
+    assert json.loads(line)["event"] == json.loads(body)["value"][0]
+    assert sample(registry, "dead_letter_events") == 1
