@@ -59,9 +59,18 @@ def result_registry(
         ["source"],
         registry=registry,
     )
+    late = Gauge(
+        f"{PREFIX}_verify_late_arrivals",
+        "Deliveries of the stretch, per the ledger, recorded more than one poll interval after "
+        "their event time: what a plain poller would have lost (unknown times not counted)",
+        ["source"],
+        registry=registry,
+    )
     for result in results:
         in_api.labels(result.source).set(result.in_api)
         missing.labels(result.source).set(len(result.missing))
+        if result.late is not None:
+            late.labels(result.source).set(result.late.late)
     return registry
 
 

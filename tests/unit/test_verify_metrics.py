@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.cli import main
 from exporter.components import COMPONENTS
 from exporter.config import effective_config, parse_config
-from exporter.verify_compare import ApiEvent, SourceResult
+from exporter.verify_compare import ApiEvent, LateArrivals, SourceResult
 from exporter.verify_metrics import VerifyResultFile, write_result
 
 
@@ -25,14 +25,15 @@ def samples(path: Path) -> dict[str, float]:
     return values
 
 
-def result(source: str, in_api: int, missing: int) -> SourceResult:
+def result(source: str, in_api: int, missing: int, late: int | None = None) -> SourceResult:
     gone = tuple(ApiEvent(bytes(16), bytes(16), f"id-{n}", 0.0) for n in range(missing))
-    return SourceResult(source, in_api, in_api, 0, in_api - missing, 0, gone)
+    arrivals = None if late is None else LateArrivals(late, 2, 60.0)
+    return SourceResult(source, in_api, in_api, 0, in_api - missing, 0, gone, arrivals)
 
 
 def test_the_file_holds_the_status_the_time_and_each_source_s_counts(tmp_path: Path) -> None:
     path = tmp_path / "verify.prom"
-    results = [result("signins", 470, 9), result("directoryAudits", 80, 0)]
+    results = [result("signins", 470, 9, late=31), result("directoryAudits", 80, 0)]
     assert write_result(path, 1, results, 1_767_225_600.0) == 1
     assert samples(path) == {
         "siem_exporter_verify_exit_status": 1,
@@ -41,6 +42,7 @@ def test_the_file_holds_the_status_the_time_and_each_source_s_counts(tmp_path: P
         'siem_exporter_verify_api_events{source="directoryAudits"}': 80,
         'siem_exporter_verify_missing_events{source="signins"}': 9,
         'siem_exporter_verify_missing_events{source="directoryAudits"}': 0,
+        'siem_exporter_verify_late_arrivals{source="signins"}': 31,  # no ledger: no series
     }
     assert [p.name for p in tmp_path.iterdir()] == ["verify.prom"]  # renamed into place
 
