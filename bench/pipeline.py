@@ -47,6 +47,7 @@ from bench.common import (
     write_table,
 )
 from exporter.relp import CLOSE, OPEN, SYSLOG, FrameParser, encode_frame
+from exporter.sim.token import client_credentials_token
 
 HISTORY_SECONDS = 3600.0
 PAGE_SIZE = 1000
@@ -375,17 +376,7 @@ class FetchRun:
 def fetch_directly(sim: SimInfo) -> FetchRun:
     """Token, then every page of the same query, following ``@odata.nextLink``, with requests."""
     session = requests.Session()
-    token = session.post(
-        f"{sim.base_url}/{sim.tenant_id}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": sim.client_id,
-            "client_secret": sim.client_secret,
-            "scope": f"{sim.base_url}/.default",
-        },
-        verify=sim.ca_file,
-        timeout=30,
-    ).json()["access_token"]
+    token = client_credentials_token(sim, session)
     headers = {"Authorization": f"Bearer {token}"}
     start = datetime.fromtimestamp(time.time() - 2 * HISTORY_SECONDS, UTC)
     query = urlencode(

@@ -26,6 +26,7 @@ import yaml
 
 from exporter.eventtime import parse_event_time
 from exporter.graph import event_key
+from exporter.sim.token import client_credentials_token
 from tests.rsyslog import RsyslogReceiver
 from tests.stack import (
     SimProcess,
@@ -245,17 +246,7 @@ def naive_poller(sim: SimProcess, every: float, polls: int, out: Path) -> tuple[
     Writes each event it got as the SIEM would store it (the event's JSON, one a line) and
     returns the stretch its windows covered.
     """
-    token = requests.post(
-        f"{sim.base_url}/{sim.tenant_id}/oauth2/v2.0/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": sim.client_id,
-            "client_secret": sim.client_secret,
-            "scope": f"{sim.base_url}/.default",
-        },
-        verify=sim.ca_file,
-        timeout=30,
-    ).json()["access_token"]
+    token = client_credentials_token(sim)
     first = float(int(time.time())) + 1.0
     with out.open("w", encoding="utf-8") as export:
         for poll in range(polls):
