@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.management_activity import ManagementMetrics
 from exporter.metrics import ExporterMetrics
+from exporter.verify_compare import LateArrivals, SourceResult
+from exporter.verify_metrics import result_registry
 from tests.prometheus import (
     DASHBOARD_FILE,
     GRAFANA,
@@ -41,6 +43,10 @@ def _exposed_families() -> tuple[set[str], set[str]]:
     ExporterMetrics(registry)
     ManagementMetrics(registry)
     families = {m.name.removeprefix("siem_exporter_"): m.type for m in registry.collect()}
+    # What a scheduled audit's file adds to /metrics (metrics.verify_file), every series of it.
+    audit = SourceResult("s", 1, 1, 0, 1, 0, (), LateArrivals(0, 0, 60.0))
+    audited = result_registry(0, [audit], 0.0).collect()
+    families |= {m.name.removeprefix("siem_exporter_"): m.type for m in audited}
     names = {f"{name}_total" if kind == "counter" else name for name, kind in families.items()}
     return names, {name for name, kind in families.items() if kind == "histogram"}
 
