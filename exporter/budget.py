@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from exporter.clock import Clock
 from exporter.errors import Interrupted
@@ -63,27 +63,58 @@ class RequestBudget:
             self._blocked_until = max(self._blocked_until, until)
 
 
+def rescan_shares(
+    rate: float, required: Mapping[str, float], weights: Mapping[str, float]
+) -> dict[str, float]:
+    """What each source may spend on rescans: the budget no source's required tiers need.
+
+    The required tiers (fresh, sweeps, deepest) are what delivers every event and what the
+    guarantee rests on; rescans only make late events come sooner. So they are planned
+    from ``rate`` less every source's required spend, never from another source's need,
+    and that rest is divided in proportion to ``weights`` (see
+    :func:`exporter.rescan.rescan_weight`), equally when no source weighs anything.
+    """
+    left = max(0.0, rate - sum(required.values()))
+    names = set(required) | set(weights)
+    weight = {name: max(0.0, weights.get(name, 0.0)) for name in names}
+    total = sum(weight.values())
+    if total <= 0.0:
+        return {name: left / len(names) for name in names}
+    return {name: left * weight[name] / total for name in names}
+
+
 class BudgetShares:
     """How the sources of one tenant divide its budget when they plan their tiers.
 
-    Each source publishes what its plan spends; a source planning anew may use what the
-    others leave, and never less than an equal share. So a busy sign-in log gets most of
-    the budget next to a quiet audit log, and two busy sources split it evenly.
+    Each source publishes what its required tiers spend and how much its rescans are
+    worth. A source planning its tiers may use what the others' required tiers leave, and
+    never less than an equal share: a busy sign-in log gets most of the budget next to a
+    quiet audit log, and two busy sources split it evenly. Rescans come after every
+    source's required tiers (:func:`rescan_shares`): one stream's rescans never take the
+    budget another stream's deepest sweep needs.
     """
 
     def __init__(self, rate: float, sources: int) -> None:
         self.rate = rate
         self.sources = max(1, sources)
-        self._planned: dict[str, float] = {}
+        self._required: dict[str, float] = {}
+        self._weights: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def available(self, source: str) -> float:
-        """Requests per second ``source`` may plan for."""
+        """Requests per second ``source``'s required tiers may plan for."""
         with self._lock:
-            others = sum(spend for name, spend in self._planned.items() if name != source)
+            others = sum(spend for name, spend in self._required.items() if name != source)
         return max(self.rate / self.sources, self.rate - others)
 
-    def publish(self, source: str, spend: float) -> None:
-        """Record what ``source``'s current plan spends."""
+    def spare(self, source: str) -> float:
+        """Requests per second ``source`` may spend on rescans."""
         with self._lock:
-            self._planned[source] = spend
+            shares = rescan_shares(self.rate, self._required, self._weights)
+        return shares.get(source, 0.0)
+
+    def publish(self, source: str, required: float, weight: float) -> None:
+        """Record what ``source``'s required tiers spend and what its rescans weigh."""
+        with self._lock:
+            self._required[source] = required
+            self._weights[source] = weight

@@ -19,7 +19,7 @@ from exporter.budget import BudgetShares
 from exporter.config import SourceConfig
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
-from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans
+from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans, rescan_weight
 from exporter.schedule import QuerySchedule
 from exporter.tiers import (
     FRESH_QUANTILE,
@@ -66,6 +66,7 @@ class SourcePlanner:
         self.planned_rate = 0.0
         self.planned_quantile: float | None = None
         self.planned_yields: list[float] = []
+        self.planned_spare = 0.0
         self.plan_words = ""
         self.rescans_shrunk = False
 
@@ -105,22 +106,28 @@ class SourcePlanner:
 
     def replan(self, schedule: QuerySchedule, now: float) -> tuple[Tier, ...] | None:
         """New tiers when the rate or the lags moved enough (the caller adopts them);
-        otherwise None, after re-planning only the rescans if the late-event yields moved."""
+        otherwise None, after re-planning only the rescans if the late-event yields moved or
+        the other sources' plans moved this source's rescan budget."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
         if not (moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)):
             self.found_late.observe((), now)
-            if self._yields_moved(schedule):
+            spare_moved = moved(self.shares.spare(self.source.name), self.planned_spare)
+            if spare_moved or self._yields_moved(schedule):
                 self.plan_rescans(schedule, now)
             return None
         self.planned_quantile = quantile
         return self.tiers(quantile)
 
     def plan_rescans(self, schedule: QuerySchedule, now: float) -> None:
-        """Spend what the tiers leave of this source's share on rescans, and publish the plan."""
+        """Spend this source's part of what every source's tiers leave on rescans; publish."""
         name = self.source.name
         self.found_late.observe((), now)  # decay to now
         fresh = schedule.tiers[0]
-        spare = self.shares.available(name) - sum(t.requests_per_second for t in schedule.tiers)
+        late_yield = self._band_yield(Band(fresh.age, self.policy.max_lookback))
+        required = sum(t.requests_per_second for t in schedule.tiers)
+        self.shares.publish(name, required, rescan_weight(self.rate, late_yield))
+        spare = self.shares.spare(name)
+        self.planned_spare = spare
         plan = plan_rescans(
             fresh.age,
             self.policy.max_lookback,
@@ -134,7 +141,6 @@ class SourcePlanner:
         gone = {t.name for t in schedule.rescans} - {t.name for t in plan.tiers}
         schedule.rescans = plan.tiers
         self.planned_yields = self._yield_weights(plan.tiers)
-        self.shares.publish(name, sum(tier.requests_per_second for tier in schedule.all))
         self.metrics.publish_plan(name, schedule.all, gone, spare, plan.floor_met)
         waits = late_event_waits(schedule.all)
         self.metrics.late_event_max_wait.labels(name).set(max(w for _, w in waits))

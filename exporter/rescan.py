@@ -98,6 +98,20 @@ def rescan_spend(band: Band, period: float, rate: float, page_size: int) -> floa
     return pages_for(rate * (band.width + period), page_size) / period
 
 
+def rescan_weight(rate: float, late_yield: float) -> float:
+    """What a source's claim on the sources' common rescan budget weighs.
+
+    The same square-root rule across sources as across bands: a source whose rescans cost
+    ``c`` pages each (its event rate times the width read) and find ``n`` late events per
+    second waits least, for all sources together, at a period proportional to
+    ``sqrt(c / n)``, so it should spend ``c / T``, in proportion to ``sqrt(rate * n)``.
+    A big stream gets more than a small one with the same share of late events (its
+    rescans cost more), a stream where late events turn up more than one where they do not;
+    ``PRIOR_YIELD`` keeps a stream measured quiet in the running.
+    """
+    return math.sqrt(max(rate, 0.0) * (max(late_yield, 0.0) + PRIOR_YIELD))
+
+
 def plan_rescans(
     low: float,
     high: float,

@@ -88,9 +88,9 @@ def test_backoff_is_capped_jittered_and_growing(attempt: int, seed: int) -> None
 def test_budget_shares_give_a_busy_source_what_a_quiet_one_leaves() -> None:
     shares = BudgetShares(0.5, 2)
     assert shares.available("signins") == 0.5
-    shares.publish("directoryAudits", 0.02)
+    shares.publish("directoryAudits", 0.02, 1.0)
     assert shares.available("signins") == 0.48
-    shares.publish("signins", 0.45)
+    shares.publish("signins", 0.45, 1.0)
     assert shares.available("directoryAudits") == 0.25, "never less than an equal share"
 
 
