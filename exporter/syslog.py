@@ -87,14 +87,17 @@ def format_timestamp(timestamp: datetime | None) -> str:
     """
     if timestamp is None:
         return NILVALUE
-    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise ValueError("syslog timestamp must be timezone-aware")
-    utc = timestamp.astimezone(UTC)
+    utc = timestamp
+    if utc.tzinfo is not UTC:  # every event time is read as UTC already: once per event
+        if utc.tzinfo is None or utc.utcoffset() is None:
+            raise ValueError("syslog timestamp must be timezone-aware")
+        utc = utc.astimezone(UTC)
     if utc.year > MAX_TIMESTAMP_YEAR:
         return NILVALUE
     # isoformat pads the year to four digits and, with microseconds asked for, always
-    # writes six fractional digits: the same text as formatting each field, in C.
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # writes six fractional digits: the same text as formatting each field, in C; its
+    # zone, "+00:00" in UTC, becomes "Z".
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def event_json(event: Mapping[str, Any]) -> bytes | memoryview:

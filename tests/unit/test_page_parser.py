@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -301,6 +302,17 @@ def test_each_event_is_kept_as_its_compact_json_however_the_page_was_spaced(
             compact = json.dumps(original, ensure_ascii=False, separators=(",", ":"))
             assert event.json == compact.encode()
             assert event.get("id") == original.get("id")
+
+
+@pytest.mark.parametrize("offset", range(0, 600, 41))
+def test_the_shortest_integer_python_refuses_is_malformed_wherever_it_lies(offset: int) -> None:
+    """The page is only sampled for long runs of digits: one digit more than ``int()``
+    converts must still be found at any alignment, and one digit fewer is a page."""
+    limit = sys.get_int_max_str_digits()
+    head = b'{"value": [{"id": "' + b"x" * offset + b'", "n": '
+    with pytest.raises(MalformedPageError):
+        parse_page(head + b"1" * (limit + 1) + b"}]}")
+    assert parse_page(head + b"1" * limit + b"}]}")[0][0]["n"] == int("1" * limit)
 
 
 def test_a_long_run_of_digits_in_a_string_is_still_a_page() -> None:
