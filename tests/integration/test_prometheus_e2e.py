@@ -25,6 +25,8 @@ import pytest
 
 from exporter.sim.objects import tenant_guid
 from exporter.sim.scenario import SCENARIOS
+from exporter.verify_compare import LateArrivals, SourceResult
+from exporter.verify_metrics import write_result
 from tests.prometheus import (
     RULES_FILE,
     PrometheusClient,
@@ -136,6 +138,11 @@ def _start_exporter(
             "max_lookback": "5m",
         }
     )
+    # A scheduled audit's result, as the chart's verify CronJob leaves it for the collector
+    # to serve, so the dashboard's audit row has series too.
+    audit = SourceResult("signins", 120, 120, 0, 120, 0, (), LateArrivals(9, 0, 1.0))
+    write_result(tmp_path / "verify.prom", 0, [audit], time.time())
+    config["metrics"]["verify_file"] = str(tmp_path / "verify.prom")
     return stack.enter_context(start_collector(config, tmp_path, env=secret_env(sim)))
 
 
