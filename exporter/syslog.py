@@ -209,18 +209,19 @@ def _header_tail(hostname: str, app_name: str, procid: str, msgid: str) -> str:
     )
 
 
-def frame(message: bytes, framing: str) -> bytes:
-    """Frame one message for a stream transport (RFC 6587).
+def frame_parts(message: bytes, framing: str) -> tuple[bytes, bytes]:
+    """Frame one message for a stream transport (RFC 6587), as the two pieces a writer puts
+    side by side (so the message is not copied into a frame of its own).
 
     Octet-counting prefixes the byte length, so receivers never have to guess where a
     message ends; LF framing relies on the message holding no newline, which is checked.
     """
     if framing == "octet-counting":
-        return b"%d %s" % (len(message), message)
+        return b"%d " % len(message), message
     if framing == "lf":
         if b"\n" in message:
             raise ValueError("LF framing cannot carry a message containing a newline")
-        return message + b"\n"
+        return message, b"\n"
     raise ValueError(f"unknown syslog framing {framing!r}; expected octet-counting or lf")
 
 
@@ -299,14 +300,9 @@ class SyslogTransport:
             raise SinkUnavailable(f"syslog {self.endpoint}: {describe_error(error)}") from error
 
     def _frame_all(self, messages: Sequence[bytes]) -> list[bytes]:
-        """The batch as the pieces of one stream, in order, each message framed (RFC 6587)
-        by the pieces beside it rather than copied into a frame of its own."""
-        if self._framing == "octet-counting":
-            return [part for message in messages for part in (b"%d " % len(message), message)]
-        for message in messages:
-            if b"\n" in message:
-                raise ValueError("LF framing cannot carry a message containing a newline")
-        return [part for message in messages for part in (message, b"\n")]
+        """The batch as the pieces of one stream, in order, each message framed as configured."""
+        framing = self._framing
+        return [part for message in messages for part in frame_parts(message, framing)]
 
     def close(self) -> None:
         """Drop the connection; safe to call at any time, also twice and from any thread."""

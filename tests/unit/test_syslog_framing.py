@@ -21,7 +21,7 @@ from exporter.syslog import (
     SyslogTransport,
     format_message,
     format_text_message,
-    frame,
+    frame_parts,
 )
 from tests.strategies import HOSTILE_TEXT
 from tests.strategies import json_events as events
@@ -131,7 +131,7 @@ def test_out_of_range_pri_parts_are_refused(facility: int, severity: int) -> Non
 @given(events, st.sampled_from(["octet-counting", "lf"]))
 def test_framing_delimits_exactly_one_message(event: dict[str, Any], framing: str) -> None:
     message = build(event)
-    framed = frame(message, framing)
+    framed = b"".join(frame_parts(message, framing))
     if framing == "lf":
         assert framed == message + b"\n"
         assert framed.count(b"\n") == 1
@@ -145,15 +145,15 @@ def test_framing_delimits_exactly_one_message(event: dict[str, Any], framing: st
 
 def test_octet_count_is_bytes_not_characters() -> None:
     message = build({"name": "東京😀"})
-    length, _, rest = frame(message, "octet-counting").partition(b" ")
+    length, _, rest = b"".join(frame_parts(message, "octet-counting")).partition(b" ")
     assert int(length) == len(rest) > len(rest.decode("utf-8"))
 
 
 def test_unknown_framing_and_embedded_newline_are_refused() -> None:
     with pytest.raises(ValueError):
-        frame(b"x", "netstring")
+        frame_parts(b"x", "netstring")
     with pytest.raises(ValueError):
-        frame(b"two\nlines", "lf")
+        frame_parts(b"two\nlines", "lf")
 
 
 @given(aware_datetimes)
