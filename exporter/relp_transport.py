@@ -76,9 +76,6 @@ class _Tally:
         self._size = 0
         self._limit = limit
 
-    def __len__(self) -> int:
-        return len(self._counts)
-
     def count(self, message: bytes) -> int:
         return self._counts.get(message, 0)
 
@@ -92,6 +89,8 @@ class _Tally:
 
     def take(self, message: bytes) -> bool:
         """Count ``message`` down by one; False when it was not counted at all."""
+        if not self._counts:  # the usual case; looking a 12 kB message up would hash it
+            return False
         count = self._counts.get(message, 0)
         if count == 0:
             return False
@@ -102,7 +101,7 @@ class _Tally:
         return True
 
     def forget(self, message: bytes) -> None:
-        if self._counts.pop(message, None) is not None:
+        if self._counts and self._counts.pop(message, None) is not None:
             self._size -= len(message)
 
 
@@ -206,9 +205,8 @@ class RelpTransport:
     def _deliver_locked(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
         acked: list[bytes] = []
         todo: deque[int] = deque()
-        remembered = bool(self._acked)  # hashing each 12 kB message costs: only if needed
         for position, message in enumerate(messages):
-            if remembered and self._acked.take(message):
+            if self._acked.take(message):
                 acked.append(message)
             else:
                 todo.append(position)
@@ -284,8 +282,7 @@ class RelpTransport:
                 response = parse_response(frame.data)
                 if response.ok:
                     acked.append(messages[position])
-                    if self._refusals:
-                        self._refusals.forget(messages[position])
+                    self._refusals.forget(messages[position])
                 else:
                     refused[position] = f"{response.code} {response.text}"
             if session.server_closing and (todo or in_flight):
