@@ -25,7 +25,7 @@ from exporter.sim.query import (
     parse_filter,
     parse_top,
 )
-from exporter.sim.sources import Collection, JsonObject
+from exporter.sim.sources import Collection
 from exporter.sim.state import TokenStore
 from exporter.sim.throttle import RETRY_AFTER_FAMILIES, Throttle
 
@@ -209,11 +209,8 @@ class GraphApi:
         events = self._logs.page(names, cursor)
         page, more = events[: cursor.top], len(events) > cursor.top
         base_url = self._base_url()
-        body: JsonObject = {
-            "@odata.context": f"{base_url}/{collection.version}/$metadata#"
-            f"{collection.namespace}/{collection.resource}",
-            "value": [self._logs.render(names[rank], e) for rank, e in page],
-        }
+        context = f"{base_url}/{collection.version}/$metadata#{collection.namespace}/"
+        events_json = b",".join(self._logs.render_json(names[rank], e) for rank, e in page)
         next_link = None
         if more:
             rank, last = page[-1]
@@ -225,14 +222,18 @@ class GraphApi:
             foreign = self._faults.snapshot().foreign_next_link_url.rstrip("/")
             own = next_link or self._next_link(request, collection, cursor)
             next_link = foreign + own[len(base_url) :]
-        if next_link is not None:
-            body["@odata.nextLink"] = next_link
-        try:
-            raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        except UnicodeEncodeError:
-            # An injected lone surrogate, which UTF-8 cannot hold: Graph would send it as
-            # the escape "\\ud800", and so does ASCII JSON, with every value unchanged.
-            raw = json.dumps(body, separators=(",", ":")).encode()
+        tail = b"" if next_link is None else b',"@odata.nextLink":' + json.dumps(next_link).encode()
+        raw = b"".join(
+            (
+                b'{"@odata.context":',
+                json.dumps(context + collection.resource).encode(),
+                b',"value":[',
+                events_json,
+                b"]",
+                tail,
+                b"}",
+            )
+        )
         if self._faults.take("malformed_pages"):
             raw = raw[: max(1, len(raw) // 2)]
         headers = {"Content-Type": _GRAPH_CONTENT_TYPE, "request-id": str(uuid.uuid4())}

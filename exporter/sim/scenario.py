@@ -23,6 +23,9 @@ class Scenario:
     Provisioning events, risk detections and alerts are silent unless given a rate; the
     last two change after creation as `record_updates` says. Identity Protection and
     security alerts have budgets of their own, Graph's published limits by default.
+    `keep_encoded_events` keeps each served event's JSON (about 12 kB a tenant-scale
+    sign-in) so it is rendered once: for the pipeline benchmark, which serves the same
+    frozen events run after run and must not measure a busy simulator beside the collector.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Scenario:
     )
     identity_protection_budget: tuple[int, float] = (1, 1.0)
     security_alerts_budget: tuple[int, float] = (150, 60.0)
+    keep_encoded_events: bool = False
 
     def lateness_model(self) -> LatenessModel:
         """The lateness distribution the timelines draw from."""
