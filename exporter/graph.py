@@ -399,7 +399,14 @@ class GraphClient:
         source = self.source.name
         waited = self.budget.acquire()
         self.metrics.budget_wait.labels(source).inc(waited)
-        headers = {"Authorization": f"Bearer {self.tokens.token()}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {self.tokens.token()}",
+            "Accept": "application/json",
+            # Graph compresses a page tenfold or more when asked (as its own SDKs ask): a
+            # tenth of the bytes to carry and decrypt, for an inflate (zlib-ng) that costs
+            # less than the decryption it saves.
+            "Accept-Encoding": "gzip",
+        }
         try:
             response = self.http.get(url, headers=headers)
         except requests.RequestException as exc:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import certifi
 import requests
+import urllib3
+from zlib_ng import zlib_ng
 
 USER_AGENT = "siem-exporter"
+# zlib-ng's stub types its error class as an instance; it is an exception class.
+_INFLATE_ERROR = cast(type[Exception], zlib_ng.error)
 
 
 def trust_bundle(extra_ca: str | None) -> str:
@@ -57,17 +61,51 @@ class VerifiedSession:
         the pieces: for a Graph page of 12 MB that was a tenth of the collector's CPU.
         ``iter_content(None)`` reads it at once (one chunk: the join keeps it as it is);
         ``content`` holds the same bytes, read errors are requests' own, and the connection
-        goes back to the pool once the body is read, as without ``stream``.
+        goes back to the pool once the body is read, as without ``stream``. A gzip'd body
+        is read as it came and inflated here (:func:`inflate_gzip`).
         """
         kwargs["verify"] = self.verify
         kwargs["allow_redirects"] = False
         kwargs.setdefault("timeout", self.timeout)
         response = self._session.request(method, url, stream=True, **kwargs)
-        response._content = b"".join(response.iter_content(None))
+        if response.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+            try:
+                compressed = response.raw.read(decode_content=False)
+            except urllib3.exceptions.HTTPError as exc:
+                raise requests.ConnectionError(f"reading the body failed: {exc}") from None
+            response._content = inflate_gzip(compressed)
+            response.headers["Content-Length"] = str(len(response._content))
+            del response.headers["Content-Encoding"]
+        else:
+            response._content = b"".join(response.iter_content(None))
         return response
 
     def close(self) -> None:
         self._session.close()
+
+
+def inflate_gzip(body: bytes) -> bytes:
+    """A gzip'd body inflated, every member of it; ContentDecodingError for a damaged one.
+
+    Graph compresses a page of sign-ins tenfold or more, and inflating its 12 MB is the
+    largest single cost of reading it: zlib-ng does it in a third of the standard
+    library's time. (urllib3 would inflate with the standard library, and copy the
+    result twice more.) A body cut short or followed by anything but another member is
+    refused, where the standard library's one-shot inflate would drop what follows. An
+    empty body stays empty.
+    """
+    pieces: list[bytes] = []
+    rest = body
+    while rest:
+        inflater = zlib_ng.decompressobj(zlib_ng.MAX_WBITS | 16)
+        try:
+            pieces.append(inflater.decompress(rest))
+        except _INFLATE_ERROR as exc:
+            raise requests.exceptions.ContentDecodingError(f"damaged gzip body: {exc}") from None
+        if not inflater.eof:
+            raise requests.exceptions.ContentDecodingError("damaged gzip body: it ends early")
+        rest = inflater.unused_data
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def error_envelope(body: bytes) -> tuple[str, str]:

@@ -1,9 +1,11 @@
 """How the simulated tenant writes a page: each event's compact JSON, joined into Graph's
-envelope, the same bytes whether the frozen benchmark keeps each event's JSON or not."""
+envelope, the same bytes whether the frozen benchmark keeps each event's JSON or not, and
+gzip'd, as Graph does, for a client that accepts it."""
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import time
 from typing import Any
@@ -13,8 +15,8 @@ import pytest
 
 from exporter.sim import SCENARIOS, objects
 from exporter.sim.control import ControlApi
-from exporter.sim.graph_api import GraphApi
-from exporter.sim.messages import Request
+from exporter.sim.graph_api import GraphApi, accepts_gzip
+from exporter.sim.messages import Request, Response
 from exporter.sim.sources import COLLECTION_BY_PATH
 from exporter.sim.state import TenantState
 
@@ -99,3 +101,40 @@ def test_keeping_each_events_json_serves_the_same_bytes_and_renders_once(
     assert _bodies(kept, kept_token) == served
     assert _bodies(kept, kept_token) == served
     assert sorted(rendered) == sorted(set(rendered)) and rendered
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("deflate, br", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+    ],
+)
+def test_gzip_is_sent_to_a_client_that_accepts_it(header: str, accepted: bool) -> None:
+    assert accepts_gzip(header) is accepted
+
+
+def test_a_page_travels_gzipd_to_a_client_that_asks_and_inflates_to_the_same_bytes() -> None:
+    _, graph, token = _tenant(keep=True)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(START - 120))
+    target = f"{V1}?{urlencode({'$filter': f'createdDateTime ge {since}', '$top': '50'})}"
+    query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+    collection = COLLECTION_BY_PATH[V1]
+
+    def fetch(accept: str) -> Response:
+        headers = {"authorization": f"Bearer {token}", "accept-encoding": accept}
+        return graph.serve(Request("GET", target, headers), collection, query)
+
+    plain, packed = fetch("identity"), fetch("gzip, deflate")
+
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed.body) == plain.body
+    assert len(packed.body) * 5 < len(plain.body)

@@ -1,0 +1,56 @@
+"""Graph's gzip'd pages inflated by the collector: every member, nothing dropped, and a
+damaged body refused as a failed read (which is retried), never taken for a page."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+
+import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.https import inflate_gzip
+
+
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=3000), st.integers(min_value=0, max_value=9)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_every_member_is_inflated_in_order(members: list[tuple[bytes, int]]) -> None:
+    body = b"".join(gzip.compress(data, level) for data, level in members)
+
+    assert inflate_gzip(body) == b"".join(data for data, _ in members)
+
+
+def test_a_page_of_a_megabyte_and_more_comes_back_byte_for_byte() -> None:
+    page = b'{"value":[' + b",".join(b'{"id":"%d","n":"%s"}' % (n, b"x" * n) for n in range(2000))
+    page += b"]}"
+
+    assert inflate_gzip(gzip.compress(page, 1)) == page
+
+
+def test_an_empty_body_stays_empty() -> None:
+    assert inflate_gzip(b"") == b""
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda body: body[:-3], id="cut-in-the-trailer"),
+        pytest.param(lambda body: body[: len(body) // 2], id="cut-in-the-middle"),
+        pytest.param(lambda body: body + b"junk", id="trailing-junk"),
+        pytest.param(lambda body: body + gzip.compress(b"more")[:-1], id="a-second-member-cut"),
+        pytest.param(lambda body: b"not gzip at all", id="not-gzip"),
+        pytest.param(lambda body: body[:12] + bytes([body[12] ^ 0xFF]) + body[13:], id="flipped"),
+    ],
+)
+def test_a_damaged_body_is_a_failed_read(damage: Callable[[bytes], bytes]) -> None:
+    body = gzip.compress(b'{"value":[{"id":"1"}]}' * 50)
+
+    with pytest.raises(requests.RequestException, match="damaged gzip body"):
+        inflate_gzip(damage(body))
