@@ -80,7 +80,7 @@ def rescan_shares(
     total = sum(weight.values())
     if total <= 0.0:
         return {name: left / len(names) for name in names}
-    return {name: left * weight[name] / total for name in names}
+    return {name: left * (weight[name] / total) for name in names}
 
 
 class BudgetShares:
