@@ -52,7 +52,7 @@ from exporter.relp import (
     parse_response,
 )
 from exporter.stream_write import write_parts
-from exporter.syslog import connect_stream, describe_error, endpoint_text
+from exporter.syslog import Message, connect_stream, describe_error, endpoint_text
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,22 @@ class _Tally:
     """A count per message, bounded in bytes, the oldest message forgotten first."""
 
     def __init__(self, limit: int = MEMORY_LIMIT) -> None:
-        self._counts: dict[bytes, int] = {}
+        self._counts: dict[Message, int] = {}
         self._size = 0
         self._limit = limit
 
-    def count(self, message: bytes) -> int:
+    def count(self, message: Message) -> int:
         return self._counts.get(message, 0)
 
-    def add(self, message: bytes) -> None:
+    def add(self, message: Message) -> None:
         if message not in self._counts:
-            self._size += len(message)
+            self._size += message.size
         self._counts[message] = self._counts.get(message, 0) + 1
         while self._size > self._limit:
             oldest = next(iter(self._counts))
             self.forget(oldest)
 
-    def take(self, message: bytes) -> bool:
+    def take(self, message: Message) -> bool:
         """Count ``message`` down by one; False when it was not counted at all."""
         if not self._counts:  # the usual case; looking a 12 kB message up would hash it
             return False
@@ -100,9 +100,9 @@ class _Tally:
             self._counts[message] = count - 1
         return True
 
-    def forget(self, message: bytes) -> None:
+    def forget(self, message: Message) -> None:
         if self._counts and self._counts.pop(message, None) is not None:
-            self._size -= len(message)
+            self._size -= message.size
 
 
 class _Session:
@@ -161,7 +161,7 @@ class RelpTransport:
     def endpoint(self) -> str:
         return endpoint_text(self._host, self._port)
 
-    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
+    def deliver(self, messages: Sequence[Message]) -> Sequence[Refusal]:
         """Send the messages, each as one ``syslog`` command; return once all are answered.
 
         Returns the messages (by position) the receiver refused ``reject_after`` times in a
@@ -202,8 +202,8 @@ class RelpTransport:
                 with contextlib.suppress(OSError):
                     session.sock.close()
 
-    def _deliver_locked(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
-        acked: list[bytes] = []
+    def _deliver_locked(self, messages: Sequence[Message]) -> Sequence[Refusal]:
+        acked: list[Message] = []
         todo: deque[int] = deque()
         for position, message in enumerate(messages):
             if self._acked.take(message):
@@ -218,12 +218,12 @@ class RelpTransport:
             self._remember(acked)
             raise
 
-    def _remember(self, acked: list[bytes]) -> None:
+    def _remember(self, acked: list[Message]) -> None:
         """The batch failed: keep what the receiver took, so its retry does not send it again."""
         for message in acked:
             self._acked.add(message)
 
-    def _refuse(self, messages: Sequence[bytes], refused: dict[int, str]) -> list[Refusal]:
+    def _refuse(self, messages: Sequence[Message], refused: dict[int, str]) -> list[Refusal]:
         """A batch the receiver answered ``500`` in part: retry it (raise), or give up the
         refused messages once each has been refused ``reject_after`` times in a row."""
         for message in {messages[position] for position in refused}:
@@ -251,9 +251,9 @@ class RelpTransport:
 
     def _exchange(
         self,
-        messages: Sequence[bytes],
+        messages: Sequence[Message],
         todo: deque[int],
-        acked: list[bytes],
+        acked: list[Message],
         refused: dict[int, str],
     ) -> None:
         """Keep up to ``window`` messages in flight until every one of ``todo`` is answered."""
@@ -264,15 +264,16 @@ class RelpTransport:
                 # Fill the window before waiting for answers, in writes of a bounded size:
                 # the socket timeout covers each whole write, and the answers are a few
                 # bytes each, so they wait in our receive buffer meanwhile.
-                burst: list[bytes] = []
+                burst: list[bytes | memoryview] = []
                 size = 0
                 while todo and len(in_flight) < self._window and size < _BURST_BYTES:
                     position = todo.popleft()
                     txnr = session.number()
                     in_flight[txnr] = position
                     message = messages[position]
-                    burst += (frame_head(txnr, SYSLOG, len(message)), message, b"\n")
-                    size += len(message)
+                    head = frame_head(txnr, SYSLOG, message.size) + message.head
+                    burst += (head, message.body, b"\n")
+                    size += message.size
                 write_parts(session.sock, burst)
                 continue
             for frame in self._receive(session):

@@ -58,12 +58,47 @@ PROTOCOLS: frozenset[str] = frozenset({"tcp", "tls", "udp"})
 # Largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header).
 MAX_UDP_DATAGRAM = 65507
 
+
+class Message:
+    """One RFC 5424 message as its two pieces: the header, and MSG after it.
+
+    MSG is an event's JSON as it came, a view into its page; a writer puts the pieces side
+    by side, so a 12 kB event is not copied into a message of its own before the kernel
+    copies it into the connection (that copy was a twentieth of the collector's CPU).
+    Two messages are equal when their bytes are; ``bytes(message)`` joins them.
+    """
+
+    __slots__ = ("body", "head")
+
+    def __init__(self, head: bytes, body: bytes | memoryview) -> None:
+        self.head = head
+        self.body = body
+
+    @property
+    def size(self) -> int:
+        """The message's length in bytes (``body`` is a byte view: its len counts bytes)."""
+        return len(self.head) + len(self.body)
+
+    def __bytes__(self) -> bytes:
+        return self.head + self.body
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and bytes(self) == bytes(other)
+
+    def __hash__(self) -> int:
+        return hash(bytes(self))
+
+    def __repr__(self) -> str:
+        return f"Message({bytes(self)!r})"
+
+
 NILVALUE = "-"
 MAX_TIMESTAMP_YEAR = 2099
 _HEADER_LIMITS = {"hostname": 255, "app_name": 48, "procid": 128, "msgid": 32}
 _NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NOT_ONE_LINE_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_NEWLINE = re.compile(b"\n")  # searches a memoryview too, where ``in`` looks for one byte
 _RECV_PROBE_SIZE = 4096
 
 
@@ -129,7 +164,7 @@ def format_message(
     facility: int = 16,
     severity: int = 6,
     app_name: str = "siem-exporter",
-) -> bytes:
+) -> Message:
     """One event as one RFC 5424 message, MSG being the event's compact JSON on one line.
 
     No structured data and no BOM: the SIEM's JSON parser must read MSG exactly as sent,
@@ -157,7 +192,7 @@ def format_text_message(
     facility: int = 16,
     severity: int = 6,
     app_name: str = "siem-exporter",
-) -> bytes:
+) -> Message:
     """An RFC 5424 message whose MSG is free ``text`` (the in-band WARNING lines).
 
     Control characters (and lone surrogates, which UTF-8 cannot hold) become spaces, so
@@ -185,14 +220,14 @@ def _format(
     facility: int,
     severity: int,
     app_name: str,
-) -> bytes:
+) -> Message:
     if not 0 <= facility <= 23:
         raise ValueError(f"syslog facility must be 0..23, got {facility}")
     if not 0 <= severity <= 7:
         raise ValueError(f"syslog severity must be 0..7, got {severity}")
     pri = facility * 8 + severity
     tail = _header_tail(hostname, app_name, procid, msgid)
-    return f"<{pri}>1 {format_timestamp(timestamp)} {tail} ".encode() + body
+    return Message(f"<{pri}>1 {format_timestamp(timestamp)} {tail} ".encode(), body)
 
 
 @functools.lru_cache(maxsize=256)
@@ -209,19 +244,19 @@ def _header_tail(hostname: str, app_name: str, procid: str, msgid: str) -> str:
     )
 
 
-def frame_parts(message: bytes, framing: str) -> tuple[bytes, bytes]:
-    """Frame one message for a stream transport (RFC 6587), as the two pieces a writer puts
+def frame_parts(message: Message, framing: str) -> tuple[bytes, bytes | memoryview, bytes]:
+    """Frame one message for a stream transport (RFC 6587), as the pieces a writer puts
     side by side (so the message is not copied into a frame of its own).
 
     Octet-counting prefixes the byte length, so receivers never have to guess where a
     message ends; LF framing relies on the message holding no newline, which is checked.
     """
     if framing == "octet-counting":
-        return b"%d " % len(message), message
+        return b"%d %s" % (message.size, message.head), message.body, b""
     if framing == "lf":
-        if b"\n" in message:
+        if b"\n" in message.head or _NEWLINE.search(message.body):
             raise ValueError("LF framing cannot carry a message containing a newline")
-        return message, b"\n"
+        return message.head, message.body, b"\n"
     raise ValueError(f"unknown syslog framing {framing!r}; expected octet-counting or lf")
 
 
@@ -271,7 +306,7 @@ class SyslogTransport:
         """``host:port`` as used in error messages and logs."""
         return endpoint_text(self._host, self._port)
 
-    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
+    def deliver(self, messages: Sequence[Message]) -> Sequence[Refusal]:
         """Send formatted messages (from ``format_message``), framed as configured.
 
         Returns only when every message was handed over; on any failure the socket is
@@ -286,7 +321,9 @@ class SyslogTransport:
                 self._deliver_locked(messages, stream)
         return ()
 
-    def _deliver_locked(self, messages: Sequence[bytes], stream: list[bytes] | None) -> None:
+    def _deliver_locked(
+        self, messages: Sequence[Message], stream: list[bytes | memoryview] | None
+    ) -> None:
         try:
             if stream is None:
                 self._send_datagrams(messages)
@@ -299,10 +336,10 @@ class SyslogTransport:
             self._drop_connection()
             raise SinkUnavailable(f"syslog {self.endpoint}: {describe_error(error)}") from error
 
-    def _frame_all(self, messages: Sequence[bytes]) -> list[bytes]:
+    def _frame_all(self, messages: Sequence[Message]) -> list[bytes | memoryview]:
         """The batch as the pieces of one stream, in order, each message framed as configured."""
         framing = self._framing
-        return [part for message in messages for part in frame_parts(message, framing)]
+        return [part for message in messages for part in frame_parts(message, framing) if part]
 
     def close(self) -> None:
         """Drop the connection; safe to call at any time, also twice and from any thread."""
@@ -315,7 +352,7 @@ class SyslogTransport:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _send_stream(self, parts: list[bytes]) -> None:
+    def _send_stream(self, parts: list[bytes | memoryview]) -> None:
         if self._sock is not None and self._peer_closed(self._sock):
             self._drop_connection()
         if self._sock is None:
@@ -334,17 +371,17 @@ class SyslogTransport:
             timeout=self._send_timeout,
         )
 
-    def _send_datagrams(self, messages: Sequence[bytes]) -> None:
+    def _send_datagrams(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            if len(message) > MAX_UDP_DATAGRAM:
+            if message.size > MAX_UDP_DATAGRAM:
                 raise SinkUnavailable(
-                    f"syslog {self.endpoint}: message of {len(message)} bytes exceeds the "
+                    f"syslog {self.endpoint}: message of {message.size} bytes exceeds the "
                     f"UDP maximum of {MAX_UDP_DATAGRAM} bytes; use tcp or tls"
                 )
         if self._sock is None:
             self._sock = self._connect_datagram()
         for message in messages:
-            self._sock.send(message)
+            self._sock.sendmsg((message.head, message.body))
 
     def _connect_datagram(self) -> socket.socket:
         """A connected UDP socket, so ICMP "port unreachable" surfaces as an error."""

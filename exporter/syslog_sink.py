@@ -22,6 +22,7 @@ from exporter.relp_transport import RelpTransport
 from exporter.syslog import (
     FACILITIES,
     MAX_UDP_DATAGRAM,
+    Message,
     SyslogTransport,
     format_message,
     format_text_message,
@@ -106,7 +107,7 @@ SYSLOG_SINK = Kind(
 class Transport(Protocol):
     """Puts formatted messages on the wire; raises ``SinkError`` when it could not."""
 
-    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
+    def deliver(self, messages: Sequence[Message]) -> Sequence[Refusal]:
         """Send; return the messages (by position) refused for good, which no retry sends."""
         ...
 
@@ -139,7 +140,7 @@ class SyslogSink:
         self.procid = str(os.getpid())
         self.transport: Transport = transport or _transport(config)
 
-    def format(self, msgid: str, item: KeyedEvent) -> bytes:
+    def format(self, msgid: str, item: KeyedEvent) -> Message:
         """The RFC 5424 message for one event, with this sink's facility and hostname."""
         return format_message(
             item.event,
@@ -150,7 +151,7 @@ class SyslogSink:
             facility=self.config.facility,
         )
 
-    def format_warning(self, text: str, timestamp: datetime) -> bytes:
+    def format_warning(self, text: str, timestamp: datetime) -> Message:
         """An in-band WARNING line (MSGID ``warning``, severity warning) for this sink."""
         return format_text_message(
             text,
@@ -174,9 +175,9 @@ class SyslogSink:
         limit = self.config.message_limit
         messages = [self.format(source, item) for item in batch]
         refused = [
-            Refusal(i, "too_large", f"message of {len(m)} bytes exceeds the limit of {limit}")
+            Refusal(i, "too_large", f"message of {m.size} bytes exceeds the limit of {limit}")
             for i, m in enumerate(messages)
-            if limit is not None and len(m) > limit
+            if limit is not None and m.size > limit
         ]
         too_large = {refusal.index for refusal in refused}
         sent = [i for i in range(len(messages)) if i not in too_large]

@@ -21,7 +21,7 @@ import pytest
 from exporter.errors import SinkError, SinkUnavailable
 from exporter.relp_transport import DEFAULT_WINDOW, RelpTransport
 from exporter.sim.ca import write_test_pki
-from exporter.syslog import SyslogTransport, format_message
+from exporter.syslog import Message, SyslogTransport, format_message
 from tests.rsyslog import RsyslogReceiver, find_imrelp, find_rsyslogd
 from tests.stack import (
     SimProcess,
@@ -54,12 +54,12 @@ def event(number: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def encode(item: dict[str, Any], msgid: str = "signins") -> bytes:
+def encode(item: dict[str, Any], msgid: str = "signins") -> Message:
     return format_message(item, msgid=msgid, timestamp=None, hostname="collector-1", procid="42")
 
 
-def msg_part(message: bytes) -> str:
-    return message.split(b" ", 7)[7].decode("utf-8")
+def msg_part(message: Message) -> str:
+    return bytes(message).split(b" ", 7)[7].decode("utf-8")
 
 
 def relp_to(
@@ -78,7 +78,7 @@ def test_relp_delivers_hostile_and_100_kb_events_byte_exact() -> None:
     with RsyslogReceiver(protocol="relp") as receiver:
         messages = [encode(event(n)) for n in range(3 * len(HOSTILE_TEXT))]
         messages.insert(5, encode(event(999, blob='é\n"' * 35_000)))
-        assert len(messages[5]) > 100_000
+        assert messages[5].size > 100_000
         transport = relp_to(receiver)
         try:
             transport.deliver(messages[:7])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.sim.ca import write_test_pki
-from exporter.syslog import SinkUnavailable, SyslogTransport, format_message
+from exporter.syslog import Message, SinkUnavailable, SyslogTransport, format_message
 from tests.rsyslog import RsyslogReceiver
 from tests.strategies import HOSTILE_TEXT
 
@@ -28,12 +28,12 @@ def sign_in(number: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def encode(event: dict[str, Any], msgid: str = "signins") -> bytes:
+def encode(event: dict[str, Any], msgid: str = "signins") -> Message:
     return format_message(event, msgid=msgid, timestamp=None, hostname="collector-1", procid="4242")
 
 
-def msg_part(message: bytes) -> bytes:
-    return message.split(b" ", 7)[7]
+def msg_part(message: Message) -> bytes:
+    return bytes(message).split(b" ", 7)[7]
 
 
 def transport_for(
@@ -53,7 +53,7 @@ def transport_for(
 
 
 def assert_received_exactly(
-    received: Sequence[tuple[str, str]], sent: Sequence[bytes], *, ordered: bool
+    received: Sequence[tuple[str, str]], sent: Sequence[Message], *, ordered: bool
 ) -> None:
     """What rsyslog wrote is byte-identical to MSG as sent, and parses back to the event."""
     got = [(msgid, msg.encode("utf-8")) for msgid, msg in received]
@@ -94,7 +94,7 @@ def test_tcp_delivers_hostile_events_byte_exact(
 def test_tcp_carries_a_100_kb_event(tcp_receiver: RsyslogReceiver, framing: str) -> None:
     big = sign_in(1, blob='é\n"' * 35_000)
     messages = [encode(sign_in(0)), encode(big), encode(sign_in(2))]
-    assert len(messages[1]) > 100_000
+    assert messages[1].size > 100_000
     transport = transport_for(tcp_receiver, "tcp", framing)
     try:
         transport.deliver(messages)

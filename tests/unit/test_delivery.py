@@ -25,7 +25,7 @@ from exporter.graph import key_events, parse_page
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, RawEvent, Refusal
 from exporter.relp_transport import RelpTransport
-from exporter.syslog import MAX_UDP_DATAGRAM
+from exporter.syslog import MAX_UDP_DATAGRAM, Message
 from exporter.syslog_sink import SyslogSettings, SyslogSink
 from tests.relp_fake import Behaviour, FakeRelpServer
 
@@ -40,11 +40,11 @@ class ScriptedTransport:
         self.accepted: list[list[bytes]] = []
         self.attempts = 0
 
-    def deliver(self, messages: Sequence[bytes]) -> Sequence[Refusal]:
+    def deliver(self, messages: Sequence[Message]) -> Sequence[Refusal]:
         self.attempts += 1
         if self.attempts <= self.refusals:
             raise SinkUnavailable("scripted refusal")
-        self.accepted.append(list(messages))
+        self.accepted.append([bytes(m) for m in messages])
         return ()
 
     def close(self) -> None:

@@ -28,13 +28,14 @@ def event(i: int, **extra: Any) -> dict[str, Any]:
 
 def syslog_line(item: dict[str, Any], msgid: str = "signins") -> str:
     """The exact RFC 5424 message the collector's syslog sink sends."""
-    return format_message(
+    message = format_message(
         item,
         msgid=msgid,
         timestamp=datetime(2026, 1, 1, tzinfo=UTC),
         hostname="collector-0",
         procid="42",
-    ).decode()
+    )
+    return bytes(message).decode()
 
 
 def render(events: list[dict[str, Any]], shape: str) -> str:
