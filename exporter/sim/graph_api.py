@@ -27,7 +27,7 @@ from exporter.sim.query import (
     parse_top,
 )
 from exporter.sim.sources import Collection
-from exporter.sim.state import TokenStore
+from exporter.sim.state import TenantState, TokenStore
 from exporter.sim.throttle import RETRY_AFTER_FAMILIES, Throttle
 
 _GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
@@ -76,6 +76,21 @@ class GraphApi:
         self._tokens = tokens
         self._throttles = throttles
         self._logs = logs
+
+    @classmethod
+    def of_state(
+        cls, state: TenantState, base_url: Callable[[], str], authority: Callable[[], str]
+    ) -> GraphApi:
+        """The API over a tenant's state, served at ``base_url`` (a server's or a test's)."""
+        return cls(
+            base_url,
+            authority,
+            state.clock,
+            state.faults,
+            state.tokens,
+            state.throttles,
+            state.logs,
+        )
 
     def error(
         self,

@@ -50,15 +50,7 @@ class SimulatedTenant:
         self._identity = IdentityPlatform(
             registration, lambda: self.base_url, state.clock, state.faults, state.tokens
         )
-        self._graph = GraphApi(
-            lambda: self.base_url,
-            lambda: self.authority,
-            state.clock,
-            state.faults,
-            state.tokens,
-            state.throttles,
-            state.logs,
-        )
+        self._graph = GraphApi.of_state(state, lambda: self.base_url, lambda: self.authority)
         self._control = ControlApi(state)
         self.management = ManagementApi(
             (registration.tenant_id, registration.tenant_guid),

@@ -30,15 +30,7 @@ def _tenant(keep: bool) -> tuple[TenantState, GraphApi, str]:
     )
     state = TenantState.create(scenario, lambda: START)
     state.throttle.set_budget(1_000_000, 1.0)
-    graph = GraphApi(
-        lambda: "https://sim.test",
-        lambda: "https://sim.test/tenant",
-        state.clock,
-        state.faults,
-        state.tokens,
-        state.throttles,
-        state.logs,
-    )
+    graph = GraphApi.of_state(state, lambda: "https://sim.test", lambda: "https://sim.test/tenant")
     return state, graph, state.tokens.issue()[0]
 
 

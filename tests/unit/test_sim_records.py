@@ -88,15 +88,7 @@ def make_tenant(scenario_name: str = "test", unthrottled: bool = True) -> Tenant
     if unthrottled:
         for throttle in state.throttles.values():
             throttle.set_budget(1_000_000, 1.0)
-    graph = GraphApi(
-        lambda: "https://sim.test",
-        lambda: "https://sim.test/tenant",
-        state.clock,
-        state.faults,
-        state.tokens,
-        state.throttles,
-        state.logs,
-    )
+    graph = GraphApi.of_state(state, lambda: "https://sim.test", lambda: "https://sim.test/tenant")
     clock.now += 30
     return Tenant(clock, state, graph, state.tokens.issue()[0])
 

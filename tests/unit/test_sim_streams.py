@@ -182,15 +182,7 @@ def tenant() -> Tenant:
     scenario = dataclasses.replace(SCENARIOS["test"], history=60.0)
     state = TenantState.create(scenario, clock)
     state.throttle.set_budget(1_000_000, 1.0)
-    graph = GraphApi(
-        lambda: "https://sim.test",
-        lambda: "https://sim.test/tenant",
-        state.clock,
-        state.faults,
-        state.tokens,
-        state.throttles,
-        state.logs,
-    )
+    graph = GraphApi.of_state(state, lambda: "https://sim.test", lambda: "https://sim.test/tenant")
     clock.now += 30
     return Tenant(clock, state, graph, state.tokens.issue()[0])
 
