@@ -239,7 +239,7 @@ class GraphApi:
         events = self._logs.page(names, cursor)
         page, more = events[: cursor.top], len(events) > cursor.top
         base_url = self._base_url()
-        context = f"{base_url}/{collection.version}/$metadata#{collection.namespace}/"
+        context = f"{base_url}/{collection.version}/$metadata#{collection.namespace}/{collection.resource}"
         events_json = b",".join(self._logs.render_json(names[rank], e) for rank, e in page)
         next_link = None
         if more:
@@ -256,7 +256,7 @@ class GraphApi:
         raw = b"".join(
             (
                 b'{"@odata.context":',
-                json.dumps(context + collection.resource).encode(),
+                json.dumps(context).encode(),
                 b',"value":[',
                 events_json,
                 b"]",
