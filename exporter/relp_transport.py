@@ -69,40 +69,49 @@ MEMORY_LIMIT = 64 * 1024 * 1024
 
 
 class _Tally:
-    """A count per message, bounded in bytes, the oldest message forgotten first."""
+    """A count per message, bounded in bytes, the oldest message forgotten first.
+
+    A message is kept as its own bytes: a :class:`Message` holds a view into its whole
+    page, which would keep 12 MB alive for every 12 kB remembered.
+    """
 
     def __init__(self, limit: int = MEMORY_LIMIT) -> None:
-        self._counts: dict[Message, int] = {}
+        self._counts: dict[bytes, int] = {}
         self._size = 0
         self._limit = limit
 
     def count(self, message: Message) -> int:
-        return self._counts.get(message, 0)
+        return self._counts.get(bytes(message), 0) if self._counts else 0
 
     def add(self, message: Message) -> None:
-        if message not in self._counts:
-            self._size += message.size
-        self._counts[message] = self._counts.get(message, 0) + 1
+        key = bytes(message)
+        if key not in self._counts:
+            self._size += len(key)
+        self._counts[key] = self._counts.get(key, 0) + 1
         while self._size > self._limit:
-            oldest = next(iter(self._counts))
-            self.forget(oldest)
+            self._drop(next(iter(self._counts)))
 
     def take(self, message: Message) -> bool:
         """Count ``message`` down by one; False when it was not counted at all."""
-        if not self._counts:  # the usual case; looking a 12 kB message up would hash it
+        if not self._counts:  # the usual case; looking a 12 kB message up would copy it
             return False
-        count = self._counts.get(message, 0)
+        key = bytes(message)
+        count = self._counts.get(key, 0)
         if count == 0:
             return False
         if count == 1:
-            self.forget(message)
+            self._drop(key)
         else:
-            self._counts[message] = count - 1
+            self._counts[key] = count - 1
         return True
 
     def forget(self, message: Message) -> None:
-        if self._counts and self._counts.pop(message, None) is not None:
-            self._size -= message.size
+        if self._counts:
+            self._drop(bytes(message))
+
+    def _drop(self, key: bytes) -> None:
+        if self._counts.pop(key, None) is not None:
+            self._size -= len(key)
 
 
 class _Session:

@@ -65,7 +65,8 @@ class Message:
     MSG is an event's JSON as it came, a view into its page; a writer puts the pieces side
     by side, so a 12 kB event is not copied into a message of its own before the kernel
     copies it into the connection (that copy was a twentieth of the collector's CPU).
-    Two messages are equal when their bytes are; ``bytes(message)`` joins them.
+    Two messages are equal when their bytes are; ``bytes(message)`` joins them (a copy that
+    no longer holds the page).
     """
 
     __slots__ = ("body", "head")

@@ -4,6 +4,7 @@ refused again and again is given up by position instead of blocking the batch fo
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.errors import SinkUnavailable
-from exporter.relp_transport import RelpTransport
+from exporter.relp_transport import RelpTransport, _Tally
 from exporter.syslog import Message
 from tests.relp_fake import Behaviour, FakeRelpServer
 from tests.stack import free_port
@@ -254,3 +255,19 @@ def test_concurrent_batches_never_interleave_their_sessions(server: FakeRelpServ
         thread.join()
     assert sorted(server.accepted) == sorted(bytes(m) for b in batches for m in b)
     assert server.connections == 1
+
+
+def test_what_a_failed_batch_leaves_remembered_is_bounded_and_pins_no_page() -> None:
+    """The transport remembers acknowledged messages of failed batches by their own bytes:
+    a message is a view into its 12 MB page, which must not stay alive for it."""
+    page = bytes(n % 251 for n in range(100_000))  # each 100-byte slice differs
+    before = sys.getrefcount(page)
+    tally = _Tally(limit=250)
+    batch = [Message(b"h ", memoryview(page)[n * 100 : (n + 1) * 100]) for n in range(3)]
+    for message in batch:
+        tally.add(message)
+
+    assert [tally.count(message) for message in batch] == [0, 1, 1], "the oldest forgotten"
+    assert tally.take(batch[1]) and not tally.take(batch[1])
+    del batch, message
+    assert sys.getrefcount(page) == before
