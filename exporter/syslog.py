@@ -65,8 +65,7 @@ class Message:
     MSG is an event's JSON as it came, a view into its page; a writer puts the pieces side
     by side, so a 12 kB event is not copied into a message of its own before the kernel
     copies it into the connection (that copy was a twentieth of the collector's CPU).
-    Two messages are equal when their bytes are; ``bytes(message)`` joins them (a copy that
-    no longer holds the page).
+    ``bytes(message)`` joins them (a copy that no longer holds the page).
     """
 
     __slots__ = ("body", "head")
@@ -82,12 +81,6 @@ class Message:
 
     def __bytes__(self) -> bytes:
         return self.head + self.body
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and bytes(self) == bytes(other)
-
-    def __hash__(self) -> int:
-        return hash(bytes(self))
 
     def __repr__(self) -> str:
         return f"Message({bytes(self)!r})"
@@ -245,7 +238,7 @@ def _header_tail(hostname: str, app_name: str, procid: str, msgid: str) -> str:
     )
 
 
-def frame_parts(message: Message, framing: str) -> tuple[bytes, bytes | memoryview, bytes]:
+def frame_parts(message: Message, framing: str) -> tuple[bytes | memoryview, ...]:
     """Frame one message for a stream transport (RFC 6587), as the pieces a writer puts
     side by side (so the message is not copied into a frame of its own).
 
@@ -253,7 +246,7 @@ def frame_parts(message: Message, framing: str) -> tuple[bytes, bytes | memoryvi
     message ends; LF framing relies on the message holding no newline, which is checked.
     """
     if framing == "octet-counting":
-        return b"%d %s" % (message.size, message.head), message.body, b""
+        return b"%d %s" % (message.size, message.head), message.body
     if framing == "lf":
         if b"\n" in message.head or _NEWLINE.search(message.body):
             raise ValueError("LF framing cannot carry a message containing a newline")
@@ -340,7 +333,7 @@ class SyslogTransport:
     def _frame_all(self, messages: Sequence[Message]) -> list[bytes | memoryview]:
         """The batch as the pieces of one stream, in order, each message framed as configured."""
         framing = self._framing
-        return [part for message in messages for part in frame_parts(message, framing) if part]
+        return [part for message in messages for part in frame_parts(message, framing)]
 
     def close(self) -> None:
         """Drop the connection; safe to call at any time, also twice and from any thread."""
