@@ -8,18 +8,22 @@ follows redirects (a redirect could carry the bearer token to another host).
 from __future__ import annotations
 
 import json
+import struct
 import tempfile
+import zlib
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import certifi
+import deflate
 import requests
 import urllib3
-from zlib_ng import zlib_ng
 
 USER_AGENT = "siem-exporter"
-# zlib-ng's stub types its error class as an instance; it is an exception class.
-_INFLATE_ERROR = cast(type[Exception], zlib_ng.error)
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM (deflate): how every gzip member begins
+_GZIP_TRAILER = struct.Struct("<II")  # CRC-32 and ISIZE (length mod 2**32) of a member's data
+_MAX_DEFLATE_RATIO = 1032  # DEFLATE's ceiling on inflated bytes per compressed byte
+_MAX_ONE_SHOT_SIZE = 1 << 28  # 256 MiB: twice a page of 1000 events of 100 kB each
 
 
 def trust_bundle(extra_ca: str | None) -> str:
@@ -73,8 +77,11 @@ class VerifiedSession:
                 compressed = response.raw.read(decode_content=False)
             except urllib3.exceptions.HTTPError as exc:
                 raise requests.ConnectionError(f"reading the body failed: {exc}") from None
-            response._content = inflate_gzip(compressed)
-            response.headers["Content-Length"] = str(len(response._content))
+            inflated = inflate_gzip(compressed)
+            # requests types content as bytes; a bytearray reads the same to json, msgspec
+            # and memoryview, and copying 12 MB into bytes would cost as much as inflating.
+            response._content = inflated  # type: ignore[assignment]
+            response.headers["Content-Length"] = str(len(inflated))
             del response.headers["Content-Encoding"]
         else:
             response._content = b"".join(response.iter_content(None))
@@ -84,28 +91,59 @@ class VerifiedSession:
         self._session.close()
 
 
-def inflate_gzip(body: bytes) -> bytes:
+def inflate_gzip(body: bytes) -> bytes | bytearray:
     """A gzip'd body inflated, every member of it; ContentDecodingError for a damaged one.
 
     Graph compresses a page of sign-ins tenfold or more, and inflating its 12 MB is the
-    largest single cost of reading it: zlib-ng does it in a third of the standard
-    library's time. (urllib3 would inflate with the standard library, and copy the
-    result twice more.) A body cut short or followed by anything but another member is
-    refused, where the standard library's one-shot inflate would drop what follows. An
-    empty body stays empty.
+    largest single cost of reading it. A body of one member, as every server sends, is
+    inflated by libdeflate (:func:`_inflate_one_member`), three times faster than zlib-ng
+    and ten times faster than urllib3's standard-library inflate; anything else takes the
+    standard library's streaming inflate, member by member, which gives the exact verdict:
+    a body cut short or followed by anything but another member is refused, where a
+    one-shot inflate would drop what follows. An empty body stays empty.
     """
+    whole = _inflate_one_member(body)
+    if whole is not None:
+        return whole
     pieces: list[bytes] = []
     rest = body
     while rest:
-        inflater = zlib_ng.decompressobj(zlib_ng.MAX_WBITS | 16)
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         try:
             pieces.append(inflater.decompress(rest))
-        except _INFLATE_ERROR as exc:
+        except zlib.error as exc:
             raise requests.exceptions.ContentDecodingError(f"damaged gzip body: {exc}") from None
         if not inflater.eof:
             raise requests.exceptions.ContentDecodingError("damaged gzip body: it ends early")
         rest = inflater.unused_data
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _inflate_one_member(body: bytes) -> bytearray | None:
+    """``body`` inflated if it is one whole gzip member; None when that is not shown.
+
+    libdeflate inflates into a buffer of the size the body's trailer states, and checks
+    the first member's data against that member's own CRC-32 and length. The body is that
+    one member when its last eight bytes are the same trailer: a body cut short, or with
+    junk after the member, ends in other bytes. A second member would begin right after
+    the first one's trailer, so the body would hold that trailer followed by gzip's magic
+    bytes: seen there, the streaming path decides. The buffer is allocated up front, so a
+    stated length of zero, beyond what DEFLATE can inflate the body to, or beyond any page
+    (a damaged trailer, most likely) is left to the streaming path too.
+    """
+    if len(body) < _GZIP_TRAILER.size + len(_GZIP_MAGIC):
+        return None
+    trailer = body[-_GZIP_TRAILER.size :]
+    crc, size = _GZIP_TRAILER.unpack(trailer)
+    if not 0 < size <= min(_MAX_DEFLATE_RATIO * len(body), _MAX_ONE_SHOT_SIZE):
+        return None
+    try:
+        whole = deflate.gzip_decompress(body, size)
+    except deflate.DeflateError:
+        return None
+    if len(whole) != size or deflate.crc32(whole) != crc or trailer + _GZIP_MAGIC in body:
+        return None
+    return whole
 
 
 def error_envelope(body: bytes) -> tuple[str, str]:

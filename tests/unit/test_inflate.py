@@ -27,6 +27,23 @@ def test_every_member_is_inflated_in_order(members: list[tuple[bytes, int]]) -> 
     assert inflate_gzip(body) == b"".join(data for data, _ in members)
 
 
+@pytest.mark.parametrize(
+    "members",
+    [
+        pytest.param([b'{"value":[]}', b'{"value":[]}'], id="the-first-member-repeated"),
+        pytest.param([b"page " * 300, b"more", b"page " * 300], id="first-and-last-alike"),
+        pytest.param([b"a" * 100, b"b" * 100], id="first-and-last-of-one-length"),
+    ],
+)
+def test_a_first_member_like_the_last_does_not_pass_for_the_whole_body(members: list[bytes]) -> None:
+    """A first member as long as the last is told from a whole body by the trailer's CRC-32;
+    one identical to the last passes both checks of the trailer: only its own trailer
+    followed by another member tells."""
+    body = b"".join(gzip.compress(data, 6) for data in members)
+
+    assert inflate_gzip(body) == b"".join(members)
+
+
 def test_a_page_of_a_megabyte_and_more_comes_back_byte_for_byte() -> None:
     page = b'{"value":[' + b",".join(b'{"id":"%d","n":"%s"}' % (n, b"x" * n) for n in range(2000))
     page += b"]}"
@@ -44,6 +61,8 @@ def test_an_empty_body_stays_empty() -> None:
         pytest.param(lambda body: body[:-3], id="cut-in-the-trailer"),
         pytest.param(lambda body: body[: len(body) // 2], id="cut-in-the-middle"),
         pytest.param(lambda body: body + b"junk", id="trailing-junk"),
+        pytest.param(lambda body: body[:-4] + b"\xff\xff\xff\xff", id="trailer-says-4-GiB"),
+        pytest.param(lambda body: body[:-8] + b"\0\0\0\0" + body[-4:], id="trailer-crc-wrong"),
         pytest.param(lambda body: body + gzip.compress(b"more")[:-1], id="a-second-member-cut"),
         pytest.param(lambda body: b"not gzip at all", id="not-gzip"),
         pytest.param(lambda body: body[:12] + bytes([body[12] ^ 0xFF]) + body[13:], id="flipped"),
