@@ -35,7 +35,9 @@ def test_every_member_is_inflated_in_order(members: list[tuple[bytes, int]]) -> 
         pytest.param([b"a" * 100, b"b" * 100], id="first-and-last-of-one-length"),
     ],
 )
-def test_a_first_member_like_the_last_does_not_pass_for_the_whole_body(members: list[bytes]) -> None:
+def test_a_first_member_like_the_last_does_not_pass_for_the_whole_body(
+    members: list[bytes],
+) -> None:
     """A first member as long as the last is told from a whole body by the trailer's CRC-32;
     one identical to the last passes both checks of the trailer: only its own trailer
     followed by another member tells."""
