@@ -54,6 +54,8 @@ _HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})([ \n])")
 _HEADER_PREFIX = re.compile(rb"\d{0,9}|\d{1,9} [A-Za-z]{0,32}|\d{1,9} [A-Za-z]{1,32} \d{0,9}")
 _LONGEST_HEADER = 9 + 1 + 32 + 1 + 9 + 1
 _COMMAND = re.compile(rb"[A-Za-z]{1,32}")
+# rsyslog's answer to a message it took, whole: what a sender reads a thousand times a page.
+_OK_ANSWER = re.compile(rb"(\d{1,9}) rsp 6 200 OK\n")
 _RESPONSE_HEAD = re.compile(rb"(\d{3}) ([^\n]*)(?:\n|$)")
 
 
@@ -178,7 +180,13 @@ class FrameParser:
         self._buffer += data
         frames: list[Frame] = []
         start = 0
-        while start < len(self._buffer):
+        buffer = self._buffer
+        while start < len(buffer):
+            answer = _OK_ANSWER.match(buffer, start)
+            if answer is not None:  # the frame _frame_at would read, without its general steps
+                frames.append(Frame(int(answer.group(1)), RSP, _OK_RESPONSE))
+                start = answer.end()
+                continue
             frame, end = self._frame_at(start)
             if frame is None:
                 break
