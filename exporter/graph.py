@@ -403,7 +403,7 @@ class GraphClient:
             "Authorization": f"Bearer {self.tokens.token()}",
             "Accept": "application/json",
             # Graph compresses a page tenfold or more when asked (as its own SDKs ask): a
-            # tenth of the bytes to carry and decrypt, for an inflate (zlib-ng) that costs
+            # tenth of the bytes to carry and decrypt, for an inflate (libdeflate) that costs
             # less than the decryption it saves.
             "Accept-Encoding": "gzip",
         }
