@@ -11,7 +11,7 @@ Each source has its own name, endpoint and seeded events with the profile's late
 incident of (c) holds back every stream at once, as an outage on Microsoft's side would);
 every source's model draws from one :class:`bench.model.Throttle`, and the loops take turns
 on one :class:`bench.model.TurnClock`, so a run is deterministic for a seed. Each source is
-scored as in :mod:`bench.completeness`, and all of them together as one stream.
+scored as in :mod:`bench.completeness_score`, and all of them together as one stream.
 
 The table also gives what the plan costs, in events fetched per event delivered, by tier,
 and from it the physical ceiling of one app registration: 43,200 requests a day times 1,000
@@ -36,19 +36,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from bench.common import write_table
-from bench.completeness import (
-    DEFAULT_DRAIN,
-    LATE_BEYOND,
-    SLOW,
-    SMOKE_DRAIN,
-    Outcome,
-    _duration,
-    _parse_list,
-    _percent,
-    keeps_up,
-    measure,
-    summarise,
-)
+from bench.completeness import DEFAULT_DRAIN, SMOKE_DRAIN, duration, parse_list, percent
+from bench.completeness_score import LATE_BEYOND, SLOW, Outcome, keeps_up, measure, summarise
 from bench.model import DAY, PROFILES, Events, Throttle, TurnClock
 from bench.strategies import BUDGET, OURS, RunStats, World, run_sources
 from exporter.config import SourceConfig
@@ -251,8 +240,8 @@ def row(result: SourceResult) -> list[object]:
         f"**{result.name}**" if result.name == ALL else result.name,
         _volume_text(result.per_day),
         o.eligible,
-        _percent(o.missing, o.eligible),
-        _percent(o.duplicates, o.unique),
+        percent(o.missing, o.eligible),
+        percent(o.duplicates, o.unique),
         o.requests,
         f"{o.requests / result.run_days:,.0f}",
         o.throttled,
@@ -261,14 +250,14 @@ def row(result: SourceResult) -> list[object]:
         o.backlog_early,
         o.backlog_late,
         "yes" if result.keeps_up else "NO",
-        _duration(o.latency_p50),
-        _duration(o.latency_p99),
-        _duration(o.latency_p999),
-        _duration(o.latency_max),
-        _duration(o.late_p99),
-        _duration(o.late_max),
-        _duration(o.release_max),
-        _duration(o.guaranteed_lateness),
+        duration(o.latency_p50),
+        duration(o.latency_p99),
+        duration(o.latency_p999),
+        duration(o.latency_max),
+        duration(o.late_p99),
+        duration(o.late_max),
+        duration(o.release_max),
+        duration(o.guaranteed_lateness),
         "-" if lost is None else lost,
     ]
 
@@ -302,7 +291,7 @@ def notes(
     lines = [
         f"{len(SOURCES)} sources on one budget: {sources}; {_volume_text(sum(mix))} events a "
         f"day together. Horizon {days:g} simulated day(s), then a drain of "
-        + ", ".join(f"{_duration(d)} for ({p})" for p, d in drains.items())
+        + ", ".join(f"{duration(d)} for ({p})" for p, d in drains.items())
         + f"; seed {seed} (source i: seed + i). Budget {BUDGET.requests} requests per sliding "
         f"{BUDGET.per:g} s for all sources together (429 + Retry-After, not consuming budget); "
         "the collector side as exporter.service wires one family: one RequestBudget, one "
@@ -311,12 +300,12 @@ def notes(
         f"{source.poll_interval:g} s, lookback {source.lookback:g} s, max_lookback "
         f"{source.max_lookback:g} s, page_size {source.page_size}.",
         "Per source as in the single-source tables: eligible = visible before the horizon's "
-        f"end; missing = delivered more than {_duration(sla)} after becoming visible + never "
+        f"end; missing = delivered more than {duration(sla)} after becoming visible + never "
         "delivered by the end of the drain; backlog = visible, not delivered, averaged over "
         "the 2 h ending at 30 % of the horizon (early) and over its last 2 h (late); latency = first delivery "
-        f"minus availability; late p99/max over events more than {_duration(LATE_BEYOND)} "
+        f"minus availability; late p99/max over events more than {duration(LATE_BEYOND)} "
         "late; release max = the longest wait, from its release, of an event (c)'s incident "
-        f"held back; slow = more than {_duration(SLOW)} (counted, not missing). Requests/day "
+        f"held back; slow = more than {duration(SLOW)} (counted, not missing). Requests/day "
         "spread over horizon and drain. Fetches/event = events the pages returned (new or "
         "not) per event delivered (a fresh query stretches to fill its last page, so a quiet "
         "source reads each event many times at no extra request); pages/event = requests x "
@@ -378,7 +367,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     """``python -m bench.completeness --mix``: the sources on one budget, one table."""
     try:
         mix = parse_mix(args.mix)
-        profiles = _parse_list(args.profiles, list(PROFILES), "profile")
+        profiles = parse_list(args.profiles, list(PROFILES), "profile")
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
     days = args.days or DEFAULT_DAYS

@@ -30,17 +30,24 @@ Office 365 Management Activity API instead (:mod:`bench.o365_completeness`).
 from __future__ import annotations
 
 import argparse
-import bisect
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from bench.best import best_latencies
 from bench.common import RESULTS_DIR, write_table
+from bench.completeness_score import (
+    KEEPS_UP_SLACK,
+    LATE_BEYOND,
+    SLOW,
+    Outcome,
+    keeps_up,
+    score,
+)
 from bench.model import PROFILES, Events
 from bench.strategies import (
     BUDGET,
@@ -48,7 +55,6 @@ from bench.strategies import (
     OURS,
     REQUEST_SECONDS,
     STRATEGIES,
-    RunStats,
     World,
 )
 
@@ -60,12 +66,7 @@ DEFAULT_SLA = OURS.max_lookback + 3600.0
 # deepest sweep, at an age of max_lookback.
 DEFAULT_DRAIN = {"a": 3600.0, "b": DEFAULT_SLA, "c": 3600.0}
 SMOKE_DRAIN = 3600.0
-SLOW = 3600.0
 BEST_RATIO = 1.5
-LATE_BEYOND = OURS.lookback + OURS.poll_interval  # what README's fresh window covers
-KEEPS_UP_SLACK = 0.1  # a backlog that grew by less than this between early and late
-BACKLOG_SPAN = 2 * 3600.0
-BACKLOG_EARLY = 0.3  # share of the horizon: before (c)'s incident, past the start-up
 HEADER = (
     "profile",
     "strategy",
@@ -92,195 +93,6 @@ HEADER = (
     "lost within guarantee",
     "wall",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One strategy's score on one volume and profile."""
-
-    volume: str
-    profile: str
-    strategy: str
-    eligible: int
-    delivered_late: int
-    never_delivered: int
-    slow: int
-    duplicates: int
-    unique: int
-    requests: int
-    throttled: int
-    blocked: float
-    backlog_early: int
-    backlog_late: int
-    latency_p50: float | None
-    latency_p99: float | None
-    latency_p999: float | None
-    latency_max: float | None
-    late_p99: float | None  # events later than the fresh window of README's advice
-    late_max: float | None
-    release_max: float | None  # events an incident held back, from their release
-    guaranteed_lateness: float | None
-    lost_within_guarantee: int | None
-    wall_seconds: float
-    requests_by_tier: tuple[tuple[str, int], ...] = ()
-    best_p99: float | None = None  # bench.best: the square-root allocation, true lateness
-    best_max: float | None = None
-
-    @property
-    def missing(self) -> int:
-        return self.delivered_late + self.never_delivered
-
-    @property
-    def per_request(self) -> float:
-        return self.unique / self.requests if self.requests else 0.0
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _backlog(available: Sequence[float], delivered: Sequence[float], at: float) -> int:
-    """Visible by ``at`` and not delivered by then (both sequences sorted)."""
-    return bisect.bisect_right(available, at) - bisect.bisect_right(delivered, at)
-
-
-def _mean_backlog(
-    available: Sequence[float], delivered: Sequence[float], until: float, span: float
-) -> int:
-    """The backlog sampled once a minute over ``[until - span, until)``, averaged."""
-    samples = [
-        _backlog(available, delivered, until - span + minute * 60.0)
-        for minute in range(max(1, int(span // 60)))
-    ]
-    return round(sum(samples) / len(samples))
-
-
-@dataclass(slots=True)
-class Measure:
-    """What reached the SIEM against the ground truth, before it is summarised.
-
-    Apart from :class:`Outcome` so that a combined run can pool its sources' events into one
-    score (quantiles do not add up, the events do).
-    """
-
-    start: float
-    end: float
-    eligible: int = 0
-    delivered_late: int = 0
-    never_delivered: int = 0
-    slow: int = 0
-    lost_within_guarantee: int = 0
-    release_max: float | None = None
-    sent: int = 0
-    latencies: list[float] = field(default_factory=list)
-    late_latencies: list[float] = field(default_factory=list)
-    visible_at: list[float] = field(default_factory=list)
-    delivered_at: list[float] = field(default_factory=list)
-
-    def merge(self, other: Measure) -> Measure:
-        """Both sources' events as one stream (same horizon)."""
-        releases = [r for r in (self.release_max, other.release_max) if r is not None]
-        return Measure(
-            self.start,
-            self.end,
-            self.eligible + other.eligible,
-            self.delivered_late + other.delivered_late,
-            self.never_delivered + other.never_delivered,
-            self.slow + other.slow,
-            self.lost_within_guarantee + other.lost_within_guarantee,
-            max(releases) if releases else None,
-            self.sent + other.sent,
-            self.latencies + other.latencies,
-            self.late_latencies + other.late_latencies,
-            self.visible_at + other.visible_at,
-            self.delivered_at + other.delivered_at,
-        )
-
-
-def measure(world: World, sla: float, guaranteed: float | None) -> Measure:
-    """Compare what reached the SIEM with the ground truth; one pass over the events."""
-    events = world.events
-    horizon = events.end
-    m = Measure(events.start, events.end, sent=world.log.sent)
-    released_at = events.incident[1] if events.incident else None
-    for time_us, available, first in zip(
-        events.times, events.available, world.log.first, strict=True
-    ):
-        if first and first < available:
-            raise AssertionError("an event was delivered before it was visible: model bug")
-        if available > horizon:
-            continue
-        m.eligible += 1
-        lost = not first or first - available > sla
-        if not first:
-            m.never_delivered += 1
-        else:
-            m.latencies.append(first - available)
-            if available - time_us / 1e6 > LATE_BEYOND:
-                m.late_latencies.append(first - available)
-            if available == released_at:
-                m.release_max = max(m.release_max or 0.0, first - available)
-            m.delivered_late += lost
-            m.slow += first - available > SLOW
-        if lost and guaranteed is not None and available - time_us / 1e6 <= guaranteed:
-            m.lost_within_guarantee += 1
-    m.delivered_at = [first for first in world.log.first if first]
-    m.visible_at = list(events.available)
-    return m
-
-
-def summarise(
-    m: Measure,
-    volume: str,
-    profile: str,
-    strategy: str,
-    stats: RunStats,
-    wall: float,
-) -> Outcome:
-    """The figures of one table row."""
-    delivered_at = sorted(m.delivered_at)
-    visible_at = sorted(m.visible_at)
-    latencies = sorted(m.latencies)
-    late_latencies = sorted(m.late_latencies)
-    early = m.start + BACKLOG_EARLY * (m.end - m.start)
-    guaranteed = stats.guaranteed_lateness
-    return Outcome(
-        volume=volume,
-        profile=profile,
-        strategy=strategy,
-        eligible=m.eligible,
-        delivered_late=m.delivered_late,
-        never_delivered=m.never_delivered,
-        slow=m.slow,
-        duplicates=m.sent - len(delivered_at),
-        unique=len(delivered_at),
-        requests=stats.requests,
-        throttled=stats.throttled,
-        blocked=stats.blocked,
-        backlog_early=_mean_backlog(visible_at, delivered_at, early, BACKLOG_SPAN),
-        backlog_late=_mean_backlog(visible_at, delivered_at, m.end, BACKLOG_SPAN),
-        latency_p50=_quantile(latencies, 0.5),
-        latency_p99=_quantile(latencies, 0.99),
-        latency_p999=_quantile(latencies, 0.999),
-        latency_max=latencies[-1] if latencies else None,
-        late_p99=_quantile(late_latencies, 0.99),
-        late_max=late_latencies[-1] if late_latencies else None,
-        release_max=m.release_max,
-        guaranteed_lateness=guaranteed,
-        lost_within_guarantee=None if guaranteed is None else m.lost_within_guarantee,
-        wall_seconds=wall,
-        requests_by_tier=stats.requests_by_tier,
-    )
-
-
-def score(
-    world: World, volume: str, strategy: str, stats: RunStats, sla: float, wall: float
-) -> Outcome:
-    """One strategy's run on one source, scored."""
-    m = measure(world, sla, stats.guaranteed_lateness)
-    return summarise(m, volume, world.events.profile.name, strategy, stats, wall)
 
 
 def run_one(events: Events, volume: str, strategy: str, sla: float = DEFAULT_SLA) -> Outcome:
@@ -321,17 +133,11 @@ def run_profile(
     return outcomes
 
 
-def keeps_up(outcome: Outcome, floor: float = 1.0) -> bool:
-    """The backlog at the horizon's end is within ``KEEPS_UP_SLACK`` of the early one, or
-    at most ``floor`` (a low-volume source's backlog is a handful of events, mere noise)."""
-    return outcome.backlog_late <= max(outcome.backlog_early * (1 + KEEPS_UP_SLACK), floor)
-
-
-def _percent(part: int, whole: int) -> str:
+def percent(part: int, whole: int) -> str:
     return f"{part} ({100 * part / whole:.2f} %)" if whole and part else str(part)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 120:
@@ -348,25 +154,25 @@ def row(outcome: Outcome) -> list[object]:
         outcome.profile,
         outcome.strategy,
         outcome.eligible,
-        _percent(outcome.missing, outcome.eligible),
+        percent(outcome.missing, outcome.eligible),
         outcome.delivered_late,
         outcome.never_delivered,
         outcome.slow,
-        _percent(outcome.duplicates, outcome.unique),
+        percent(outcome.duplicates, outcome.unique),
         outcome.requests,
         outcome.throttled,
         f"{outcome.per_request:.1f}",
-        _duration(outcome.blocked),
+        duration(outcome.blocked),
         outcome.backlog_early,
         outcome.backlog_late,
-        _duration(outcome.latency_p50),
-        _duration(outcome.latency_p99),
-        _duration(outcome.latency_p999),
-        _duration(outcome.latency_max),
-        _duration(outcome.late_p99),
-        _duration(outcome.late_max),
-        _duration(outcome.release_max),
-        _duration(outcome.guaranteed_lateness),
+        duration(outcome.latency_p50),
+        duration(outcome.latency_p99),
+        duration(outcome.latency_p999),
+        duration(outcome.latency_max),
+        duration(outcome.late_p99),
+        duration(outcome.late_max),
+        duration(outcome.release_max),
+        duration(outcome.guaranteed_lateness),
         "-" if lost_guaranteed is None else lost_guaranteed,
         f"{outcome.wall_seconds:.0f} s",
     ]
@@ -391,7 +197,7 @@ def verdicts(volume: str, outcomes: Sequence[Outcome]) -> list[str]:
                 lost == 0,
                 "no guarantee gauge exported"
                 if lost is None
-                else f"{lost} lost within {_duration(o.guaranteed_lateness)}",
+                else f"{lost} lost within {duration(o.guaranteed_lateness)}",
             )
             continue
         check(
@@ -407,9 +213,9 @@ def verdicts(volume: str, outcomes: Sequence[Outcome]) -> list[str]:
             )
         for label, figure, target in _latency_targets(volume, o):
             check(
-                f"{tag} {label} within {_duration(target)}",
+                f"{tag} {label} within {duration(target)}",
                 figure is not None and figure <= target,
-                _duration(figure),
+                duration(figure),
             )
         for label, ours, best in (
             ("p99", o.latency_p99, o.best_p99),
@@ -419,13 +225,13 @@ def verdicts(volume: str, outcomes: Sequence[Outcome]) -> list[str]:
                 check(
                     f"{tag} {label} at most {BEST_RATIO:g} x the best the budget allows",
                     ours <= BEST_RATIO * best,
-                    f"{_duration(ours)} vs {_duration(best)}: {ours / best:.2f}",
+                    f"{duration(ours)} vs {duration(best)}: {ours / best:.2f}",
                 )
         if not heavy:
             check(
                 f"{tag} p50 delivery latency within 60 s",
                 o.latency_p50 is not None and o.latency_p50 <= 60.0,
-                _duration(o.latency_p50),
+                duration(o.latency_p50),
             )
     return lines
 
@@ -457,7 +263,7 @@ def notes(
     return [
         f"{VOLUMES[volume]:,} events/day over a horizon of {days:g} simulated day(s), then a "
         "drain of "
-        + ", ".join(f"{_duration(d)} for ({p})" for p, d in drains.items())
+        + ", ".join(f"{duration(d)} for ({p})" for p, d in drains.items())
         + f"; seed {seed}; same events for every strategy of a profile. Budget 5 requests "
         "per sliding 10 s (429 + Retry-After, "
         f"not consuming budget), pages of 1000 newest first, result set fixed at the first "
@@ -466,8 +272,8 @@ def notes(
         + "; ".join(f"({p.name}) {p.description}" for p in PROFILES.values())
         + ". The incident of (c) is centred in the run.",
         "Eligible = visible before the horizon's end. Missing = delivered more than "
-        f"{_duration(sla)} after becoming visible (delivered late) + never delivered by the end "
-        f"of the drain. Slow = delivered more than {_duration(SLOW)} after becoming visible "
+        f"{duration(sla)} after becoming visible (delivered late) + never delivered by the end "
+        f"of the drain. Slow = delivered more than {duration(SLOW)} after becoming visible "
         "(not missing). Duplicates as a share of unique deliveries. ev/req = unique events "
         "delivered per request (429s included). Backlog = visible, not yet delivered, sampled "
         "each minute and averaged over the 2 h ending at 30 % of the horizon (early) and over "
@@ -475,7 +281,7 @@ def notes(
         "delivery minus availability. Guaranteed = "
         "`siem_exporter_guaranteed_lateness_seconds` at the end of the run, when exported; "
         "lost within guarantee counts missing events no later than it. Late p99 and late max: "
-        f"over the events more than {_duration(LATE_BEYOND)} late (README's fresh window). "
+        f"over the events more than {duration(LATE_BEYOND)} late (README's fresh window). "
         "Release max: the longest wait, from its release, of an event an incident held back. "
         "Best: the latency our planner reaches when told the true lateness (bench/best.py).",
         f"ours: the real SourceLoop and ledger, poll_interval {source.poll_interval:g} s, "
@@ -494,7 +300,7 @@ def notes(
     ]
 
 
-def _parse_list(text: str, known: Sequence[str], what: str) -> list[str]:
+def parse_list(text: str, known: Sequence[str], what: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in items if item not in known]
     if unknown:
@@ -545,9 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_command(parser, args)
     try:
-        volumes = _parse_list(args.volumes, list(VOLUMES), "volume")
-        profiles = _parse_list(args.profiles, list(PROFILES), "profile")
-        strategies = _parse_list(args.strategies, list(STRATEGIES), "strategy")
+        volumes = parse_list(args.volumes, list(VOLUMES), "volume")
+        profiles = parse_list(args.profiles, list(PROFILES), "profile")
+        strategies = parse_list(args.strategies, list(STRATEGIES), "strategy")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.smoke:
