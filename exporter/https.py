@@ -125,11 +125,13 @@ def _inflate_one_member(body: bytes) -> bytearray | None:
     libdeflate inflates into a buffer of the size the body's trailer states, and checks
     the first member's data against that member's own CRC-32 and length. The body is that
     one member when its last eight bytes are the same trailer: a body cut short, or with
-    junk after the member, ends in other bytes. A second member would begin right after
-    the first one's trailer, so the body would hold that trailer followed by gzip's magic
-    bytes: seen there, the streaming path decides. The buffer is allocated up front, so a
-    stated length of zero, beyond what DEFLATE can inflate the body to, or beyond any page
-    (a damaged trailer, most likely) is left to the streaming path too.
+    junk after the member, ends in other bytes (only junk made to end in a copy of that
+    trailer would pass, and what comes back is still exactly the member the CRC-32 checked).
+    A second member would begin right after the first one's trailer, so the body would hold
+    that trailer followed by gzip's magic bytes: seen there, the streaming path decides. The
+    buffer is allocated up front, so a stated length of zero, beyond what DEFLATE can
+    inflate the body to, or beyond any page (a damaged trailer, most likely) is left to the
+    streaming path too.
     """
     if len(body) < _GZIP_TRAILER.size + len(_GZIP_MAGIC):
         return None
