@@ -83,7 +83,7 @@ class _Tally:
     def count(self, message: Message) -> int:
         return self._counts.get(bytes(message), 0) if self._counts else 0
 
-    def add(self, message: Message) -> None:
+    def add(self, message: Message | bytes) -> None:
         key = bytes(message)
         if key not in self._counts:
             self._size += len(key)
@@ -235,8 +235,8 @@ class RelpTransport:
     def _refuse(self, messages: Sequence[Message], refused: dict[int, str]) -> list[Refusal]:
         """A batch the receiver answered ``500`` in part: retry it (raise), or give up the
         refused messages once each has been refused ``reject_after`` times in a row."""
-        for message in {messages[position] for position in refused}:
-            self._refusals.add(message)
+        for content in {bytes(messages[position]) for position in refused}:
+            self._refusals.add(content)  # once a batch per message, however often it holds it
         answer = next(iter(refused.values()))
         permanent = tuple(
             position

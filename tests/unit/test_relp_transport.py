@@ -190,6 +190,22 @@ def test_a_message_refused_again_and_again_is_rejected_by_position(
     assert sorted(server.accepted) == sorted(wire(batch[:3] + batch[4:]))
 
 
+def test_a_message_twice_in_a_batch_counts_one_refusal_per_batch(
+    server: FakeRelpServer,
+) -> None:
+    """The count is of a message's content: two copies refused in one batch are one
+    refusal of it, so it takes ``reject_after`` batches, not half as many, to give up."""
+    server.behaviour = Behaviour(
+        answer=lambda m: b"500 too big" if m.endswith(b'{"id":3}') else b"200 OK"
+    )
+    transport = transport_to(server, reject_after=2)
+    twice = messages(5) + messages(1, start=3)
+    with pytest.raises(SinkUnavailable):
+        transport.deliver(twice)
+    refusals = transport.deliver(twice)
+    assert sorted(refusal.index for refusal in refusals) == [3, 5]
+
+
 def test_serverclose_mid_batch_fails_it_and_the_next_attempt_reconnects(
     server: FakeRelpServer,
 ) -> None:
