@@ -12,10 +12,11 @@ Each run starts a fresh collector with an empty ledger, which drains the N event
 poll. Measured per run: wall time from launch to the last frame, collector CPU seconds
 (``/proc/PID/stat``), peak RSS (``VmHWM``), the ledger on disk (``state.db`` + WAL), and
 whether every event arrived exactly once. The baseline, measured in the same run against the
-same sim, each run before a collector run: the same pages fetched and parsed directly
-with ``requests``, no collector; the collector's wall time is read against it, and its own CPU (TLS, inflate and ``json.loads``, work of the collector's kind) is
-the yardstick of the machine's speed: on a shared host that speed moves by a fifth or more
-between runs, the collector's CPU over the baseline client's much less.
+same sim, each run before a collector run: the same pages fetched and parsed directly with
+``requests``, no collector. The collector's wall time is read against it, and its own CPU
+(TLS, inflate and ``json.loads``, work of the collector's kind) is the yardstick of the
+machine's speed: on a shared host that speed moves by a fifth or more between runs, the
+collector's CPU over the baseline client's much less.
 
     python -m bench.pipeline [--events N] [--runs R] [--tenant-scale] [--protocol relp] [--smoke]
 """
