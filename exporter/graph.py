@@ -16,19 +16,15 @@ ask for (the source's keys, the endpoints' facts, the first URL) is :mod:`graph_
 
 from __future__ import annotations
 
-import codecs
-import functools
 import hashlib
 import json
 import logging
 import random
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
 import requests
 
 from exporter.budget import RequestBudget
@@ -45,11 +41,12 @@ from exporter.errors import (
     MalformedPageError,
 )
 from exporter.eventtime import parse_event_time
+from exporter.graph_page import parse_page
 from exporter.graph_query import first_page_url, graph_settings
 from exporter.https import error_envelope
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics
-from exporter.pipeline import KeyedEvent, Page, RawEvent, dedupe_key
+from exporter.pipeline import KeyedEvent, Page, dedupe_key
 from exporter.retry import backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -83,131 +80,6 @@ def same_origin(url: str, graph_url: str) -> bool:
         and not link.username
         and not link.password
     )
-
-
-def _reject_constant(name: str) -> None:
-    """NaN and Infinity are not JSON; re-serialised they would reach the SIEM as invalid JSON."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
-class _GraphPage(msgspec.Struct, gc=False):
-    """A page's envelope; each event stays the bytes it was sent as."""
-
-    value: list[msgspec.Raw]
-    next_link: str | None = msgspec.field(default=None, name="@odata.nextLink")
-
-
-_PAGE = msgspec.json.Decoder(_GraphPage)
-
-
-@functools.lru_cache(maxsize=64)
-def _fields_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
-    """Reads only the named fields of every event of a page (any JSON value each; absent
-    is None), in one pass that skips everything else."""
-    head = msgspec.defstruct(
-        "EventFields",
-        [(f"f{n}", Any, msgspec.field(default=None, name=name)) for n, name in enumerate(names)],
-        gc=False,
-    )
-    page = msgspec.defstruct("PageFields", [("value", list[head])], gc=False)  # type: ignore[valid-type]
-    return msgspec.json.Decoder(page)
-
-
-def parse_page(
-    body: bytes, fields: tuple[str, ...] = ("id",)
-) -> tuple[list[Mapping[str, Any]], str | None]:
-    """The events and the nextLink of a Graph page; MalformedPageError for anything else.
-
-    A page of 1000 sign-ins is 12 MB, and building Python objects of it (800 per sign-in)
-    cost more than the rest of the collector's work together. So a well-formed page is
-    read without: msgspec compacts and checks it (strict JSON: no NaN, no control
-    character in a string, no trailing data) and cuts it into each event's bytes, of which
-    only ``fields`` are decoded, and Python checks the page is UTF-8 (msgspec does not).
-    Whatever that path does not accept goes through the standard library, as every page
-    did before: a lone surrogate escape (``"\\ud800"``) is valid JSON there, an integer
-    longer than Python converts is not, and anything that is not a page is told apart and
-    refused there, in one place.
-    """
-    if not _may_hold_a_huge_integer(body):
-        try:
-            return _parse_compact(body, fields)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            pass
-    return _parse_objects(body)
-
-
-_DIGIT_STRIDE = 256
-_DIGIT_MASK = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # digit -> "0"
-
-
-def _may_hold_a_huge_integer(body: bytes) -> bool:
-    """Whether ``body`` may hold a run of more digits than ``int()`` converts (4300 by default).
-
-    The standard library refuses such a number, so a page holding one is malformed, while
-    msgspec would pass it through. A run of ``n`` digits covers at least ``n // 256`` of
-    every 256th byte, so looking at those alone misses no such run (and touches a quarter
-    of the page's cache lines, where every 64th byte touched them all);
-    a page where they line up with digits by chance just takes the standard library's path.
-    """
-    limit = sys.get_int_max_str_digits()
-    if not limit:
-        return False
-    sampled = body[::_DIGIT_STRIDE].translate(_DIGIT_MASK)
-    return b"0" * ((limit + 1) // _DIGIT_STRIDE) in sampled
-
-
-_UTF8_PIECE = 1 << 15
-
-
-def _check_utf8(body: bytes) -> None:
-    """Raise UnicodeDecodeError unless ``body`` is UTF-8, without keeping it as text.
-
-    Decoding a 12 MB page in one piece builds a 12-million-character string that no one
-    reads; decoding it 32 kB at a time checks the same bytes in a buffer that stays in the
-    CPU's cache: a third of the cost or less. A piece that ends inside a character leaves
-    it to the next (the decoder reports how much it took); the last piece must end whole.
-    A pure-ASCII page is valid UTF-8 at a glance.
-    """
-    if body.isascii():
-        return
-    view = memoryview(body)
-    decode = codecs.utf_8_decode
-    start, end = 0, len(view)
-    while start < end:
-        stop = start + _UTF8_PIECE
-        _, used = decode(view[start:stop], "strict", stop >= end)
-        start += used
-
-
-def _parse_compact(
-    body: bytes, fields: tuple[str, ...]
-) -> tuple[list[Mapping[str, Any]], str | None]:
-    _check_utf8(body)
-    compact = msgspec.json.format(body, indent=-1)
-    page = _PAGE.decode(compact)
-    heads = _fields_decoder(fields).decode(compact).value
-    astuple = msgspec.structs.astuple
-    events: list[Mapping[str, Any]] = [
-        RawEvent(memoryview(raw), dict(zip(fields, astuple(head), strict=True)))
-        for raw, head in zip(page.value, heads, strict=True)
-    ]
-    return events, page.next_link
-
-
-def _parse_objects(body: bytes) -> tuple[list[Mapping[str, Any]], str | None]:
-    try:
-        page = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedPageError(f"page is not JSON ({type(exc).__name__})") from None
-    if not isinstance(page, dict) or not isinstance(page.get("value"), list):
-        raise MalformedPageError("page has no 'value' list")
-    events = page["value"]
-    if not all(isinstance(event, dict) for event in events):
-        raise MalformedPageError("page 'value' holds something other than objects")
-    next_link = page.get("@odata.nextLink")
-    if next_link is not None and not isinstance(next_link, str):
-        raise MalformedPageError("'@odata.nextLink' is not a string")
-    return events, next_link
 
 
 def event_key(event: Mapping[str, Any], update_field: str | None = None) -> tuple[bytes, bool]:

@@ -21,7 +21,8 @@ from exporter.clock import ManualClock
 from exporter.deadletter import DeadLetters
 from exporter.delivery import Delivery
 from exporter.errors import Interrupted, SinkUnavailable, StateError
-from exporter.graph import key_events, parse_page
+from exporter.graph import key_events
+from exporter.graph_page import parse_page
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, RawEvent, Refusal
 from exporter.relp_transport import RelpTransport

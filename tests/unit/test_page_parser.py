@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 import requests
 from hypothesis import assume, example, given, settings
@@ -26,11 +27,13 @@ from urllib3.util import parse_url
 from exporter.components import COMPONENTS
 from exporter.config import ConfigError, SourceConfig, parse_config
 from exporter.errors import MalformedPageError
-from exporter.graph import _UTF8_PIECE as GRAPH_UTF8_PIECE
-from exporter.graph import parse_page, same_origin
+from exporter.graph import same_origin
+from exporter.graph_page import _UTF8_PIECE as GRAPH_UTF8_PIECE
+from exporter.graph_page import field_reader, parse_page
 from exporter.graph_query import first_page_url, format_filter_time
 from exporter.pipeline import RawEvent
 from tests.strategies import json_events as events
+from tests.strategies import json_values, text
 
 GRAPH = "https://graph.microsoft.com"
 
@@ -261,7 +264,9 @@ def configured_source(endpoint: str, time_field: str) -> SourceConfig | None:
 
 @settings(max_examples=1000, deadline=None)
 @given(
-    st.text(min_size=1).map(lambda t: "/" + t) | st.sampled_from(["/v1.0/a#frag", "/v1.0/%zz"]),
+    st.from_regex(r"/(v1\.0|beta)/[A-Za-z][A-Za-z0-9/]{0,30}", fullmatch=True)
+    | st.text(min_size=1).map(lambda t: "/" + t)
+    | st.sampled_from(["/v1.0/a#frag", "/v1.0/%zz"]),
     st.from_regex(r"[A-Za-z][A-Za-z0-9_/]{0,30}", fullmatch=True)
     | st.text(min_size=1)
     | st.sampled_from(["a&b=c", "x#y", "t le 2000", "é\n"]),
@@ -320,3 +325,29 @@ def test_a_long_run_of_digits_in_a_string_is_still_a_page() -> None:
     served = [{"id": "x", "note": "1" * 10_000}]
     parsed, _ = parse_page(json.dumps({"value": served}).encode())
     assert parsed == served
+
+
+FIELDS = ("id", "createdDateTime", "lastUpdatedDateTime")
+field_or_other = st.sampled_from(FIELDS) | text
+members = st.lists(st.tuples(field_or_other, json_values | st.sampled_from(["", "x"])), max_size=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(members, st.sampled_from([FIELDS[:1], FIELDS[:2], FIELDS]), st.booleans())
+@example([("id", "a"), ("createdDateTime", "t")], FIELDS[:2], False)
+@example([("n", 1), ("a", "b"), ("id", "x"), ("createdDateTime", None)], FIELDS[:2], False)
+@example([("n", {"id": "inner"}), ("id", "outer")], FIELDS[:1], False)
+@example([("id", 'quote " backslash \\')], FIELDS[:1], False)
+@example([("id", "a"), ("createdDateTime", "tab\t")], FIELDS[:2], True)
+@example([("id", 7), ("createdDateTime", ["t"])], FIELDS[:2], False)
+def test_the_fields_read_up_front_are_what_the_standard_library_reads(
+    pairs: list[tuple[str, Any]], names: tuple[str, ...], ascii_only: bool
+) -> None:
+    """Each field a source needs is read from the event's compact JSON where it can be
+    matched, and decoded otherwise: either way it is the value the whole event holds."""
+    served = dict(pairs)
+    decoded = json.dumps(served, ensure_ascii=False)
+    assume(not any(0xD800 <= ord(c) <= 0xDFFF for c in decoded))  # the standard library's path
+    compact = json.dumps(served, ensure_ascii=ascii_only, separators=(",", ":"))
+    read = field_reader(names)(msgspec.Raw(compact.encode()))
+    assert read == {name: served.get(name) for name in names}
