@@ -7,7 +7,6 @@ the key), 1 on a fatal runtime error.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import re
 import signal
@@ -124,29 +123,18 @@ def check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _set_aside_start_up_objects() -> None:
-    """Move what start-up built (modules, config, clients, all living as long as the
-    process) out of the cyclic garbage collector's way.
-
-    Every page of sign-ins makes thousands of short-lived objects, so the collector runs
-    often, and every few pages a full collection walked all of start-up's objects too:
-    about 2 % of the CPU at pages of 1000 sign-ins.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def run(path: Path) -> int:
     """The collector, until SIGTERM or SIGINT; then finish the page in flight and exit 0."""
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.log_level)
+    from exporter.process_tuning import prepare_for_a_long_run
     from exporter.service import Exporter
 
     try:
         exporter = Exporter(config)
-        _set_aside_start_up_objects()
+        prepare_for_a_long_run()
         exporter.start()
     except (ExporterError, OSError) as exc:
         log.error("cannot start", extra=fields(error=str(exc)))
