@@ -54,6 +54,7 @@ _HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})([ \n])")
 _HEADER_PREFIX = re.compile(rb"\d{0,9}|\d{1,9} [A-Za-z]{0,32}|\d{1,9} [A-Za-z]{1,32} \d{0,9}")
 _LONGEST_HEADER = 9 + 1 + 32 + 1 + 9 + 1
 _COMMAND = re.compile(rb"[A-Za-z]{1,32}")
+_KNOWN_COMMANDS = frozenset({OPEN, SYSLOG, CLOSE, RSP, SERVERCLOSE})  # valid: no regex per frame
 # rsyslog's answer to a message it took, whole: what a sender reads a thousand times a page.
 _OK_ANSWER = re.compile(rb"(\d{1,9}) rsp 6 200 OK\n")
 _RESPONSE_HEAD = re.compile(rb"(\d{3}) ([^\n]*)(?:\n|$)")
@@ -99,7 +100,7 @@ def frame_head(txnr: int, command: bytes, length: int) -> bytes:
     """
     if not 0 <= txnr <= MAX_TXNR:
         raise ValueError(f"RELP transaction number must be 0..{MAX_TXNR}, got {txnr}")
-    if not _COMMAND.fullmatch(command):
+    if command not in _KNOWN_COMMANDS and not _COMMAND.fullmatch(command):
         raise ValueError(f"RELP command must be 1 to 32 ASCII letters, got {command!r}")
     if length > MAX_DATALEN:
         raise ValueError(f"RELP data of {length} bytes exceeds {MAX_DATALEN}")
