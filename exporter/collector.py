@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TypeVar
 
 from exporter.budget import BudgetShares
@@ -23,14 +22,13 @@ from exporter.clock import Clock
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import Interrupted, SourceError, StateError, TokenError
 from exporter.inband import InbandWarnings
+from exporter.intake import PageIntake, RunTally, TierRun, persist
 from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
-from exporter.pipeline import KeyedEvent, Outlet, Page, Source
+from exporter.pipeline import Outlet, Source
 from exporter.planner import SourcePlanner
-from exporter.retry import backoff
 from exporter.schedule import (
-    CATCH_UP,
     CHECKPOINT_FIRST_START,
     CHECKPOINT_LAST_COMPLETE,
     CHECKPOINT_NEWEST_EVENT,
@@ -46,66 +44,6 @@ from exporter.tiers import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def select_new(
-    page: Sequence[KeyedEvent], delivered: set[bytes], seen_this_poll: set[bytes]
-) -> list[KeyedEvent]:
-    """The events of a page to send: not delivered before, and not twice within the page or poll."""
-    new = []
-    for item in page:
-        if item.key in delivered or item.key in seen_this_poll:
-            continue
-        seen_this_poll.add(item.key)
-        new.append(item)
-    return new
-
-
-def arrival_lags(
-    new: Iterable[KeyedEvent], now: float, previous_start: float | None
-) -> list[float]:
-    """Arrival lags of new events that the previous complete query would have returned if visible.
-
-    Only those tell when an event became visible: it was absent from the previous query (as
-    of its time) and is here now. An event older than the previous window's start may simply
-    never have been asked for (first poll, wider window), so it says nothing about lateness.
-    """
-    if previous_start is None:
-        return []
-    return [
-        now - item.event_time
-        for item in new
-        if item.event_time is not None and item.event_time >= previous_start
-    ]
-
-
-@dataclass
-class RunTally:
-    """What one query has seen so far; its tier and times are its :class:`Launch`'s."""
-
-    pages: int = 0
-    requests: int = 0
-    throttle_retries: int = 0
-    events: int = 0
-    listed: int = 0  # what the listings held: events, or a source's own entries (Page.listed)
-    new: int = 0
-    newest_event_time: float | None = None
-    window_newest: float | None = None  # a source's own, when it reports one (Page)
-    max_lag: float = 0.0
-
-
-@dataclass
-class TierRun:
-    """A query of one tier in progress: its pages are pulled one at a time."""
-
-    launch: Launch
-    tally: RunTally
-    pages: Iterator[Page]
-    seen: set[bytes] = field(default_factory=set)
-
-    @property
-    def tier(self) -> Tier:
-        return self.launch.tier
 
 
 class SourceLoop:
@@ -149,6 +87,9 @@ class SourceLoop:
         tiers = self.planner.tiers()
         self.schedule = QuerySchedule(tiers, stored, clock.now(), source.max_lookback)
         self.active: dict[str, TierRun] = {}
+        self.intake = PageIntake(
+            name, ledger, delivery, metrics, clock, self.planner, self.schedule
+        )
         self._adopt_tiers(tiers, clock.now())
 
     def _adopt_tiers(self, tiers: tuple[Tier, ...], now: float) -> None:
@@ -257,50 +198,9 @@ class SourceLoop:
         if not page.events:
             self.metrics.empty_pages.labels(name).inc()
         else:
-            self._handle_page(page.events, run)
+            self.intake.take(page.events, run)
         if self.stop.is_set():
             raise Interrupted
-
-    def _handle_page(self, page: list[KeyedEvent], run: TierRun) -> None:
-        name = self.source.name
-        tally = run.tally
-        delivered = self.ledger.delivered(name, [(item.key, item.event_time) for item in page])
-        new = select_new(page, delivered, run.seen)
-        now = self.clock.now()
-        tally.events += len(page)
-        times = [item.event_time for item in page if item.event_time is not None]
-        if times:
-            newest = max(times)
-            if tally.newest_event_time is None or newest > tally.newest_event_time:
-                tally.newest_event_time = newest
-        duplicates = len(page) - len(new)
-        if duplicates:
-            self.metrics.duplicates.labels(name).inc(duplicates)
-        if not new:
-            return
-        without_id = sum(1 for item in new if not item.has_id)
-        if without_id:
-            self.metrics.events_without_id.labels(name).inc(without_id)
-        self.delivery.send(name, new)  # Interrupted on shutdown: then nothing is recorded
-        self._persist(
-            lambda: self.ledger.record(name, [(item.key, item.event_time) for item in new], now)
-        )
-        tally.new += len(new)
-        if run.launch.backlog:
-            return  # visible before this process first read the stretch: not lateness
-        if run.tier.is_fresh:
-            lags = arrival_lags(new, now, self.schedule.previous_fresh_start)
-            self.planner.observe_fresh_lags(lags, now)
-        else:
-            self.metrics.late_events_found.labels(name, run.tier.name).inc(len(new))
-            lags = [now - item.event_time for item in new if item.event_time is not None]
-            if run.tier.name != CATCH_UP:  # an incident's release says nothing of lateness
-                half_period = run.tier.interval / 2  # it became visible since the last look
-                self.planner.observe_late_finds([max(0.0, lag - half_period) for lag in lags], now)
-        arrival_lag = self.metrics.arrival_lag.labels(name)
-        for lag in lags:
-            arrival_lag.observe(max(0.0, lag))
-        tally.max_lag = max([tally.max_lag, *lags])
 
     def _abandon(
         self, run: TierRun, error: str, reason: str = "other", retry_after: float | None = None
@@ -366,17 +266,4 @@ class SourceLoop:
         self._replan(finished)
 
     def _persist(self, write: Callable[[], T]) -> T:
-        """Retry a ledger write until it succeeds: a full disk pauses delivery, it loses nothing."""
-        attempt = 0
-        while True:
-            try:
-                return write()
-            except StateError as exc:
-                delay = backoff(attempt, cap=60.0)
-                log.error(
-                    "cannot write the state file; delivery paused",
-                    extra=fields(source=self.source.name, error=str(exc), retry_in=round(delay)),
-                )
-                if self.clock.sleep(delay):
-                    raise Interrupted from None
-                attempt += 1
+        return persist(write, self.clock, self.source.name)

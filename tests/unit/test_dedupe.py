@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from exporter.collector import arrival_lags, select_new
 from exporter.errors import StateError, StateLockedError
 from exporter.graph import event_key, key_events
+from exporter.intake import arrival_lags, select_new
 from exporter.ledger import Ledger
 from tests.strategies import json_events, json_values
 

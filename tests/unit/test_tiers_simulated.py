@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.budget import RequestBudget
 from exporter.clock import ManualClock
-from exporter.collector import RunTally, SourceLoop, TierRun
+from exporter.collector import SourceLoop
 from exporter.config import BudgetConfig, SourceConfig
 from exporter.errors import GraphHTTPError
 from exporter.graph import key_events
 from exporter.graph_query import GraphSettings
 from exporter.inband import InbandWarnings
+from exporter.intake import RunTally, TierRun
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Page
