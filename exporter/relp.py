@@ -55,8 +55,10 @@ _HEADER_PREFIX = re.compile(rb"\d{0,9}|\d{1,9} [A-Za-z]{0,32}|\d{1,9} [A-Za-z]{1
 _LONGEST_HEADER = 9 + 1 + 32 + 1 + 9 + 1
 _COMMAND = re.compile(rb"[A-Za-z]{1,32}")
 _KNOWN_COMMANDS = frozenset({OPEN, SYSLOG, CLOSE, RSP, SERVERCLOSE})  # valid: no regex per frame
-# rsyslog's answer to a message it took, whole: what a sender reads a thousand times a page.
-_OK_ANSWER = re.compile(rb"(\d{1,9}) rsp 6 200 OK\n")
+# rsyslog's answer to a message it took, whole: what a sender reads a thousand times a page,
+# and a run of them back to back.
+_OK_ANSWER = re.compile(rb"([1-9]\d{0,8}) rsp 6 200 OK\n")  # never number 0, a hint's
+_OK_ANSWER_RUN = re.compile(rb"(?:[1-9]\d{0,8} rsp 6 200 OK\n)+")
 _RESPONSE_HEAD = re.compile(rb"(\d{3}) ([^\n]*)(?:\n|$)")
 
 
@@ -71,6 +73,21 @@ class Frame:
     txnr: int
     command: bytes
     data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What a sender read: the transaction numbers answered ``200 OK`` with no reply data
+    (rsyslog's answer to a message it took), and every other frame, each in order."""
+
+    taken: list[int]
+    frames: list[Frame]
+
+    def reply_to(self, txnr: int) -> bytes | None:
+        """The data of the answer to ``txnr`` among these, or None."""
+        if txnr in self.taken:
+            return _OK_RESPONSE
+        return next((frame.data for frame in self.frames if frame.txnr == txnr), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,23 +195,41 @@ class FrameParser:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame]:
+        """The frames ``data`` completes, in order."""
         self._buffer += data
         frames: list[Frame] = []
-        start = 0
+        self._take_frames(frames, None)
+        return frames
+
+    def read_answers(self, data: bytes) -> Answers:
+        """As :meth:`feed`, but ``200 OK`` answers come back as their numbers alone.
+
+        A sender reads a thousand such answers a page; rsyslog sends them back to back, and
+        matching a run of them at once and keeping only their numbers costs a fraction of
+        a frame object each. Their order among other frames is not kept: every answer names
+        its command, so a sender never needs it.
+        """
+        self._buffer += data
+        answers = Answers([], [])
+        self._take_frames(answers.frames, answers.taken)
+        return answers
+
+    def _take_frames(self, frames: list[Frame], taken: list[int] | None) -> None:
+        """Move the whole frames at the buffer's start into ``frames``, or, with ``taken``,
+        runs of ``200 OK`` answers into ``taken`` as their transaction numbers."""
         buffer = self._buffer
+        start = 0
         while start < len(buffer):
-            answer = _OK_ANSWER.match(buffer, start)
-            if answer is not None:  # the frame _frame_at would read, without its general steps
-                frames.append(Frame(int(answer.group(1)), RSP, _OK_RESPONSE))
-                start = answer.end()
+            if taken is not None and (run := _OK_ANSWER_RUN.match(buffer, start)):
+                taken += map(int, _OK_ANSWER.findall(buffer, start, run.end()))
+                start = run.end()
                 continue
             frame, end = self._frame_at(start)
             if frame is None:
                 break
             frames.append(frame)
             start = end
-        del self._buffer[:start]
-        return frames
+        del buffer[:start]
 
     def _frame_at(self, start: int) -> tuple[Frame | None, int]:
         """The frame starting at ``start`` and where it ends; (None, start) if incomplete."""

@@ -41,7 +41,7 @@ from exporter.relp import (
     RSP,
     SERVERCLOSE,
     SYSLOG,
-    Frame,
+    Answers,
     FrameParser,
     RelpProtocolError,
     client_offers,
@@ -112,6 +112,14 @@ class _Tally:
     def _drop(self, key: bytes) -> None:
         if self._counts.pop(key, None) is not None:
             self._size -= len(key)
+
+
+def _answered(in_flight: dict[int, int], txnr: int) -> int:
+    """The position of the message ``txnr`` answers, which is in flight no more."""
+    position = in_flight.pop(txnr, -1)
+    if position < 0:
+        raise RelpProtocolError(f"answer to transaction {txnr}, not in flight")
+    return position
 
 
 class _Session:
@@ -203,7 +211,7 @@ class RelpTransport:
                 session.sock.sendall(encode_frame(txnr, CLOSE))
                 while True:
                     answers = self._receive(session)
-                    if session.server_closing or any(frame.txnr == txnr for frame in answers):
+                    if session.server_closing or answers.reply_to(txnr) is not None:
                         break
             except (OSError, RelpProtocolError, SinkUnavailable):
                 pass
@@ -285,10 +293,13 @@ class RelpTransport:
                     size += message.size
                 write_parts(session.sock, burst)
                 continue
-            for frame in self._receive(session):
-                position = in_flight.pop(frame.txnr, -1)
-                if position < 0:
-                    raise RelpProtocolError(f"answer to transaction {frame.txnr}, not in flight")
+            answers = self._receive(session)
+            for txnr in answers.taken:
+                position = _answered(in_flight, txnr)
+                acked.append(messages[position])
+                self._refusals.forget(messages[position])
+            for frame in answers.frames:
+                position = _answered(in_flight, frame.txnr)
                 response = parse_response(frame.data)
                 if response.ok:
                     acked.append(messages[position])
@@ -303,7 +314,7 @@ class RelpTransport:
         if session.server_closing:
             self._drop_session()
 
-    def _receive(self, session: _Session) -> list[Frame]:
+    def _receive(self, session: _Session) -> Answers:
         """The next answers from the receiver (blocking for at least one, or a serverclose)."""
         while True:
             try:
@@ -314,16 +325,17 @@ class RelpTransport:
                 ) from None
             if not data:
                 raise SinkUnavailable(f"relp {self.endpoint}: connection closed by receiver")
-            answers = []
-            for frame in session.parser.feed(data):
+            received = session.parser.read_answers(data)
+            answers = Answers(received.taken, [])
+            for frame in received.frames:
                 if frame.txnr == HINT_TXNR:
                     # Hints are advisory and unanswered; the one we act on is serverclose.
                     session.server_closing |= frame.command == SERVERCLOSE
                 elif frame.command == RSP:
-                    answers.append(frame)
+                    answers.frames.append(frame)
                 else:
                     raise RelpProtocolError(f"server sent command {frame.command!r}")
-            if answers or session.server_closing:
+            if answers.taken or answers.frames or session.server_closing:
                 return answers
 
     def _usable_session(self) -> _Session:
@@ -354,10 +366,10 @@ class RelpTransport:
         try:
             txnr = session.number()
             sock.sendall(encode_frame(txnr, OPEN, client_offers(SOFTWARE, __version__)))
-            answers = self._receive(session)
-            if not answers or answers[0].txnr != txnr:
+            reply = self._receive(session).reply_to(txnr)
+            if reply is None:
                 raise SinkUnavailable(f"relp {self.endpoint}: receiver did not answer open")
-            response = parse_response(answers[0].data)
+            response = parse_response(reply)
             if not response.ok:
                 raise SinkUnavailable(
                     f"relp {self.endpoint}: receiver refused the session "

@@ -57,13 +57,51 @@ def test_frames_round_trip_however_the_bytes_are_cut(frames: list[Frame], cuts: 
     assert parser.pending == 0
 
 
-@given(st.one_of(FRAMES, OK_ANSWERS))
-def test_one_byte_at_a_time_yields_the_frame_only_at_its_last_byte(frame: Frame) -> None:
+def is_taken(frame: Frame) -> bool:
+    """Whether a sender reads ``frame`` as a bare number: a ``200 OK`` answer, not a hint."""
+    return frame.command == b"rsp" and frame.data == b"200 OK" and frame.txnr != 0
+
+
+def read_back(parser: FrameParser, data: bytes, reader: str) -> list[Frame]:
+    """What ``reader`` makes of ``data``, as frames (answers read as numbers rebuilt)."""
+    if reader == "feed":
+        return parser.feed(data)
+    answers = parser.read_answers(data)
+    return [Frame(txnr, b"rsp", b"200 OK") for txnr in answers.taken] + answers.frames
+
+
+@given(
+    st.lists(st.one_of(FRAMES, OK_ANSWERS), max_size=8),
+    st.lists(st.integers(0, 10_000), max_size=20),
+)
+def test_a_sender_reads_ok_answers_as_numbers_and_the_rest_as_frames(
+    frames: list[Frame], cuts: list[int]
+) -> None:
+    """However the bytes are cut, each ``200 OK`` answer comes back as its number once, in
+    order, and every other frame (hints numbered 0 among them) as itself, in order."""
+    stream = b"".join(encode_frame(f.txnr, f.command, f.data) for f in frames)
+    parser = FrameParser()
+    taken: list[int] = []
+    others: list[Frame] = []
+    for chunk in split(stream, cuts):
+        answers = parser.read_answers(chunk)
+        taken += answers.taken
+        others += answers.frames
+    assert taken == [frame.txnr for frame in frames if is_taken(frame)]
+    assert others == [frame for frame in frames if not is_taken(frame)]
+    assert parser.pending == 0
+
+
+@pytest.mark.parametrize("reader", ["feed", "read_answers"])
+@given(frame=st.one_of(FRAMES, OK_ANSWERS))
+def test_one_byte_at_a_time_yields_the_frame_only_at_its_last_byte(
+    reader: str, frame: Frame
+) -> None:
     encoded = encode_frame(frame.txnr, frame.command, frame.data)
     parser = FrameParser()
     for byte in encoded[:-1]:
-        assert parser.feed(bytes([byte])) == []
-    assert parser.feed(encoded[-1:]) == [frame]
+        assert read_back(parser, bytes([byte]), reader) == []
+    assert read_back(parser, encoded[-1:], reader) == [frame]
 
 
 def test_the_wire_format_is_librelps() -> None:
@@ -161,9 +199,14 @@ def test_arbitrary_bytes_end_in_frames_an_error_or_a_short_wait(
     assert parser.pending <= 53 or garbage[:1].isdigit()
 
 
-@given(st.one_of(FRAMES, OK_ANSWERS), st.integers(0, 10_000), st.binary(min_size=1, max_size=1))
+@pytest.mark.parametrize("reader", ["feed", "read_answers"])
+@given(
+    frame=st.one_of(FRAMES, OK_ANSWERS),
+    where=st.integers(0, 10_000),
+    replacement=st.binary(min_size=1, max_size=1),
+)
 def test_a_corrupted_byte_never_goes_unnoticed_in_the_header(
-    frame: Frame, where: int, replacement: bytes
+    reader: str, frame: Frame, where: int, replacement: bytes
 ) -> None:
     """A frame whose header or trailer is damaged is refused or read differently; it never
     comes back as the original frame, and never leaves the parser waiting forever for
@@ -176,7 +219,7 @@ def test_a_corrupted_byte_never_goes_unnoticed_in_the_header(
     encoded[position : position + 1] = replacement
     parser = FrameParser(max_data=10_000)
     try:
-        frames = parser.feed(bytes(encoded))
+        frames = read_back(parser, bytes(encoded), reader)
     except RelpProtocolError:
         return
     assert frame not in frames
