@@ -294,18 +294,17 @@ class RelpTransport:
                 write_parts(session.sock, burst)
                 continue
             answers = self._receive(session)
-            for txnr in answers.taken:
-                position = _answered(in_flight, txnr)
-                acked.append(messages[position])
-                self._refusals.forget(messages[position])
+            taken = [_answered(in_flight, txnr) for txnr in answers.taken]
             for frame in answers.frames:
                 position = _answered(in_flight, frame.txnr)
                 response = parse_response(frame.data)
                 if response.ok:
-                    acked.append(messages[position])
-                    self._refusals.forget(messages[position])
+                    taken.append(position)
                 else:
                     refused[position] = f"{response.code} {response.text}"
+            for position in taken:
+                acked.append(messages[position])
+                self._refusals.forget(messages[position])
             if session.server_closing and (todo or in_flight):
                 raise SinkUnavailable(
                     f"relp {self.endpoint}: receiver closed the session (serverclose) with "
