@@ -23,11 +23,11 @@ TRIM_THRESHOLD = 128 << 20  # above a thread heap's 64 MiB: free memory is kept 
 
 def prepare_for_a_long_run() -> None:
     """Keep page-sized buffers and start-up's objects out of the way of every page after."""
-    _keep_freed_memory_mapped()
+    _keep_freed_page_memory()
     _set_aside_start_up_objects()
 
 
-def _keep_freed_memory_mapped() -> None:
+def _keep_freed_page_memory() -> None:
     """Let glibc's allocator reuse the memory of a page's buffers for the next page.
 
     By default glibc serves a buffer of 12 MB from a fresh mapping and unmaps it when it
