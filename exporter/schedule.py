@@ -71,6 +71,7 @@ class QuerySchedule:
         self.first_start = stored.get(CHECKPOINT_FIRST_START)
         self.previous_fresh_start: float | None = None
         self.frontiers: dict[str, float] = {}
+        self.retired: set[str] = set()  # sweeps this process ran and a later plan dropped
         self.credits: dict[str, float] = {}
         self.not_before: dict[str, float] = {}
         self.rescan_starts: dict[str, float] = {}
@@ -89,26 +90,41 @@ class QuerySchedule:
     # -- plans ---------------------------------------------------------------------------
 
     def unknown_sweeps(self, tiers: tuple[Tier, ...]) -> list[str]:
-        """The sweeps of ``tiers`` without a frontier yet: the loop looks up stored ones."""
-        return [t.name for t in tiers if not t.is_fresh and t.name not in self.frontiers]
+        """The sweeps of ``tiers`` this process has not run yet: the loop looks up stored
+        frontiers for them."""
+        known = self.frontiers.keys() | self.retired
+        return [t.name for t in tiers if not t.is_fresh and t.name not in known]
 
     def adopt(
         self, tiers: tuple[Tier, ...], stored: Mapping[str, float], now: float
     ) -> dict[str, float]:
         """Take up a new plan; a sweep seen for the first time starts one band behind its age.
 
-        ``stored`` maps sweep names to the frontiers an earlier process persisted. Returns
-        the new frontiers, which the loop persists at once: a crash before the first sweep
-        must not move them on.
+        ``stored`` maps sweep names to the frontiers an earlier process persisted; a sweep
+        resumes there, but never below the deepest sweep's frontier. A sweep the plan drops
+        gives up its frontier: it no longer holds back what the ledger may forget, so one
+        that an earlier process dropped may have a stored frontier the ledger has forgotten
+        past, and the deepest sweep has read what lies below. A sweep dropped and planned
+        again in this process starts afresh (the deepest sweep covers the stretch between).
+        Returns the new frontiers, which the loop persists at once: a crash before the
+        first sweep must not move them on.
         """
         self.tiers = tiers
+        planned = {t.name for t in tiers if not t.is_fresh}
+        for name in self.frontiers.keys() - planned:
+            del self.frontiers[name]
+            self.retired.add(name)
+        floor = self.frontiers.get(DEEPEST, stored.get(DEEPEST, -math.inf))
         new: dict[str, float] = {}
         for tier in tiers:
             if tier.is_fresh or tier.name in self.frontiers:
                 continue
-            frontier = stored.get(tier.name)
+            frontier = None if tier.name in self.retired else stored.get(tier.name)
             if frontier is None:
                 frontier = now - tier.age - tier.interval
+                new[FRONTIER_PREFIX + tier.name] = frontier
+            elif frontier < floor:
+                frontier = floor
                 new[FRONTIER_PREFIX + tier.name] = frontier
             self.frontiers[tier.name] = frontier
         return new

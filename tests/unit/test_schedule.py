@@ -277,3 +277,49 @@ def test_a_rescan_goes_when_it_leads_on_credit_and_no_fresh_or_catch_up_query_wa
     assert schedule.pick(now) == first, "the rescan due first goes, ahead of the sweep"
     schedule._launch(schedule.tiers[0], now - schedule.tiers[0].age, None, now, {})
     assert not schedule.active[schedule.pick(now)].tier.is_rescan, "the fresh query goes first"
+
+
+def test_a_sweep_the_plan_drops_no_longer_keeps_the_ledger_from_forgetting() -> None:
+    """At the first start the source looks quiet and the plan affords sweep-2 and sweep-3;
+    once the rate is measured they are dropped. Their frontiers stayed, frozen at the
+    start, and held the eviction horizon there for good: the ledger grew without end."""
+    quiet = plan_tiers(POLICY, 0.0, None, 0.45)
+    busy = plan_tiers(POLICY, 40.0, None, 0.45)
+    dropped = {t.name for t in quiet} - {t.name for t in busy}
+    assert dropped, "the quiet plan has sweeps the busy one lacks"
+    schedule = QuerySchedule(quiet, {}, START, POLICY.max_lookback)
+    schedule.adopt(quiet, {}, START)
+    schedule.adopt(busy, {}, START + 60.0)
+    later = START + 5 * 86400.0
+    for tier in busy[1:]:  # every planned sweep kept up
+        schedule.frontiers[tier.name] = later - tier.age - tier.interval
+    deepest = busy[-1]
+    assert schedule.eviction_horizon() == later - deepest.age - deepest.interval - 600.0
+
+
+def test_a_sweep_planned_again_starts_afresh_and_a_stored_frontier_never_below_the_deepest() -> (
+    None
+):
+    quiet = plan_tiers(POLICY, 0.0, None, 0.45)
+    busy = plan_tiers(POLICY, 40.0, None, 0.45)
+    dropped = next(t for t in quiet if t.name not in {b.name for b in busy})
+    schedule = QuerySchedule(quiet, {}, START, POLICY.max_lookback)
+    schedule.adopt(quiet, {}, START)
+    schedule.adopt(busy, {}, START + 60.0)
+    later = START + 86400.0
+    assert dropped.name not in schedule.unknown_sweeps(quiet), "no stale frontier is looked up"
+    persisted = schedule.adopt(quiet, {dropped.name: START}, later)
+    fresh_start = later - dropped.age - dropped.interval
+    assert schedule.frontiers[dropped.name] == fresh_start
+    assert persisted[FRONTIER_PREFIX + dropped.name] == fresh_start
+    # A new process: the stored frontier of a sweep an earlier process dropped is older than
+    # what the ledger kept (the deepest sweep's frontier less the clock skew).
+    deepest = later - POLICY.max_lookback - 3600.0
+    restarted = QuerySchedule(quiet, {}, later, POLICY.max_lookback)
+    persisted = restarted.adopt(quiet, {dropped.name: START, "deepest": deepest}, later)
+    assert restarted.frontiers[dropped.name] == deepest
+    assert persisted == {
+        FRONTIER_PREFIX + t.name: later - t.age - t.interval
+        for t in quiet[1:]
+        if t.name not in (dropped.name, "deepest")
+    } | {FRONTIER_PREFIX + dropped.name: deepest}

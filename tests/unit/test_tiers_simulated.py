@@ -263,6 +263,9 @@ def test_sweeps_catch_what_the_fresh_window_misses_without_duplicates(tmp_path: 
     assert api.requests <= duration * 0.5 * 0.9 * 1.02, "the reserve was spent"
     tiers = {t.name for t in loop.schedule.tiers}
     assert {"fresh", "deepest"} <= tiers
+    # The ledger forgets what no query can return again: below the deepest sweep's band.
+    horizon = loop.schedule.eviction_horizon()
+    assert horizon >= START + duration - deepest.age - 2 * deepest.interval - 600.0
     for tier in tiers:
         assert registry.get_sample_value(
             "siem_exporter_tier_requests_total", {"source": "signins", "tier": tier}
