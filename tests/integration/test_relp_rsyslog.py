@@ -205,7 +205,10 @@ def test_sigkill_of_rsyslogd_under_load_loses_nothing_over_relp(
     with capsys.disabled():
         print(f"\nRELP, two SIGKILLs: {len(missing)} of 8000 missing, {repeated} repeated")
     assert not missing, f"{len(missing)} events lost, e.g. {missing[:5]}"
-    assert cut == 0, "an acknowledged message is never stored cut"
+    # rsyslogd killed while writing a line leaves that line cut in its file. The message
+    # was not yet acknowledged (nothing is missing, so it was sent again and stored whole):
+    # at most one such line per crash.
+    assert cut <= 2
     assert repeated <= 2 * DEFAULT_WINDOW
 
 
