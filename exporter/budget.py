@@ -86,18 +86,20 @@ def rescan_shares(
 class BudgetShares:
     """How the sources of one tenant divide its budget when they plan their tiers.
 
-    Each source publishes what its required tiers spend and how much its rescans are
-    worth. A source planning its tiers may use what the others' required tiers leave, and
-    never less than an equal share: a busy sign-in log gets most of the budget next to a
-    quiet audit log, and two busy sources split it evenly. Rescans come after every
-    source's required tiers (:func:`rescan_shares`): one stream's rescans never take the
-    budget another stream's deepest sweep needs.
+    Each source publishes what its required tiers spend, what its early sweep spends and
+    how much its rescans are worth. A source planning its tiers may use what the others'
+    required tiers leave, and never less than an equal share: a busy sign-in log gets most
+    of the budget next to a quiet audit log, and two busy sources split it evenly. Early
+    sweeps (:func:`exporter.tiers.plan_tiers`) come next, from what no required tier needs,
+    and give way when a required tier needs it. Rescans come last (:func:`rescan_shares`):
+    one stream's rescans never take the budget another stream's deepest sweep needs.
     """
 
     def __init__(self, rate: float, sources: int) -> None:
         self.rate = rate
         self.sources = max(1, sources)
         self._required: dict[str, float] = {}
+        self._early: dict[str, float] = {}
         self._weights: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -107,14 +109,25 @@ class BudgetShares:
             others = sum(spend for name, spend in self._required.items() if name != source)
         return max(self.rate / self.sources, self.rate - others)
 
+    def early_room(self, source: str) -> float:
+        """Requests per second ``source``'s early sweep may spend: what every source's
+        required tiers and the other sources' early sweeps leave."""
+        with self._lock:
+            taken = sum(self._required.values())
+            taken += sum(spend for name, spend in self._early.items() if name != source)
+        return max(0.0, self.rate - taken)
+
     def spare(self, source: str) -> float:
         """Requests per second ``source`` may spend on rescans."""
         with self._lock:
-            shares = rescan_shares(self.rate, self._required, self._weights)
+            rate = self.rate - sum(self._early.values())
+            shares = rescan_shares(rate, self._required, self._weights)
         return shares.get(source, 0.0)
 
-    def publish(self, source: str, required: float, weight: float) -> None:
-        """Record what ``source``'s required tiers spend and what its rescans weigh."""
+    def publish(self, source: str, required: float, weight: float, early: float = 0.0) -> None:
+        """Record what ``source``'s required tiers and early sweep spend and what its
+        rescans weigh."""
         with self._lock:
             self._required[source] = required
+            self._early[source] = early
             self._weights[source] = weight

@@ -22,6 +22,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.rescan import PRIOR_YIELD, Band, band_of, plan_rescans, rescan_weight
 from exporter.schedule import QuerySchedule
 from exporter.tiers import (
+    EARLY_SWEEP,
     FRESH_QUANTILE,
     LAG_HALF_LIFE,
     LagHistogram,
@@ -96,8 +97,16 @@ class SourcePlanner:
     # -- plans ---------------------------------------------------------------------------
 
     def tiers(self, quantile: float | None = None) -> tuple[Tier, ...]:
-        """The tiers for the rate measured so far, within this source's share of the budget."""
-        return plan_tiers(self.policy, self.rate, quantile, self.shares.available(self.source.name))
+        """The tiers for the rate measured so far, within this source's share of the budget;
+        an early sweep only where the budget no source's required tiers need pays for it."""
+        name = self.source.name
+        return plan_tiers(
+            self.policy,
+            self.rate,
+            quantile,
+            self.shares.available(name),
+            self.shares.early_room(name),
+        )
 
     def adopted(self, schedule: QuerySchedule, now: float) -> None:
         """The schedule took up a plan of tiers: remember what it assumed, plan the rescans."""
@@ -105,11 +114,14 @@ class SourcePlanner:
         self.plan_rescans(schedule, now)
 
     def replan(self, schedule: QuerySchedule, now: float) -> tuple[Tier, ...] | None:
-        """New tiers when the rate or the lags moved enough (the caller adopts them);
-        otherwise None, after re-planning only the rescans if the late-event yields moved or
+        """New tiers when the rate or the lags moved enough, or the early sweep came into or
+        out of the spare budget (the caller adopts them); otherwise None, after re-planning only the rescans if the late-event yields moved or
         the other sources' plans moved this source's rescan budget."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
         if not (moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)):
+            early_fits = self._early_sweep_changed(schedule)
+            if early_fits is not None:
+                return early_fits
             self.found_late.observe((), now)
             spare_moved = moved(self.shares.spare(self.source.name), self.planned_spare)
             if spare_moved or self._yields_moved(schedule):
@@ -118,14 +130,22 @@ class SourcePlanner:
         self.planned_quantile = quantile
         return self.tiers(quantile)
 
+    def _early_sweep_changed(self, schedule: QuerySchedule) -> tuple[Tier, ...] | None:
+        """New tiers when the spare budget now pays for an early sweep the plan lacks, or no
+        longer pays for the one it has (other sources' plans moved); otherwise None."""
+        tiers = self.tiers(self.planned_quantile)
+        has = any(t.name == EARLY_SWEEP for t in schedule.tiers)
+        return tiers if has != any(t.name == EARLY_SWEEP for t in tiers) else None
+
     def plan_rescans(self, schedule: QuerySchedule, now: float) -> None:
         """Spend this source's part of what every source's tiers leave on rescans; publish."""
         name = self.source.name
         self.found_late.observe((), now)  # decay to now
         fresh = schedule.tiers[0]
         late_yield = self._band_yield(Band(fresh.age, self.policy.max_lookback))
-        required = sum(t.requests_per_second for t in schedule.tiers)
-        self.shares.publish(name, required, rescan_weight(self.rate, late_yield))
+        required = sum(t.requests_per_second for t in schedule.tiers if t.name != EARLY_SWEEP)
+        early = sum(t.requests_per_second for t in schedule.tiers if t.name == EARLY_SWEEP)
+        self.shares.publish(name, required, rescan_weight(self.rate, late_yield), early)
         spare = self.shares.spare(name)
         self.planned_spare = spare
         plan = plan_rescans(

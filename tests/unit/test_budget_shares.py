@@ -14,7 +14,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.planner import SourcePlanner
 from exporter.rescan import PRIOR_YIELD, rescan_weight
 from exporter.schedule import QuerySchedule
-from exporter.tiers import MIN_RATE
+from exporter.tiers import EARLY_SWEEP, MIN_RATE, Tier
 
 names = st.sampled_from(["interactive", "noninteractive", "serviceprincipal", "audits"])
 spends = st.floats(min_value=0, max_value=0.5)
@@ -123,15 +123,49 @@ def planner_for(
     return planner, schedule
 
 
+def settle(planner: SourcePlanner, schedule: QuerySchedule, now: float) -> None:
+    """Adopt what the planner asks for until it asks for nothing new, as the loop does."""
+    for _ in range(5):
+        tiers = planner.replan(schedule, now)
+        if tiers is None:
+            return
+        schedule.adopt(tiers, {}, now)
+        planner.adopted(schedule, now)
+    raise AssertionError("the plan keeps changing")
+
+
+def early_sweep(schedule: QuerySchedule) -> list[Tier]:
+    return [t for t in schedule.tiers if t.name == EARLY_SWEEP]
+
+
+def test_the_early_sweep_comes_and_goes_with_the_budget_the_required_tiers_leave() -> None:
+    shares = BudgetShares(0.45, 2)
+    big, big_schedule = planner_for("noninteractive", 28.9, shares)
+    assert early_sweep(big_schedule), "alone, the spare budget pays for it"
+    required = sum(t.requests_per_second for t in big_schedule.tiers)
+    required -= early_sweep(big_schedule)[0].requests_per_second
+    assert math.isclose(shares.available("other"), 0.45 - required), "not counted as required"
+    other, other_schedule = planner_for("other", 0.0, shares)
+    other.rate = 55.0  # a stream whose required tiers need nearly all the rest
+    settle(other, other_schedule, 60.0)
+    assert not early_sweep(other_schedule)
+    settle(big, big_schedule, 120.0)
+    assert not early_sweep(big_schedule), "it gives way to the other stream's required tiers"
+    required = sum(t.requests_per_second for s in (big_schedule, other_schedule) for t in s.tiers)
+    assert required <= 0.45 + 1e-9
+
+
 def test_a_planner_publishes_its_required_tiers_and_rescans_only_the_common_rest() -> None:
     shares = BudgetShares(0.45, 2)
     small, small_schedule = planner_for("interactive", 11.6, shares)
     alone = sum(t.requests_per_second for t in small_schedule.rescans)
     assert alone > 0.2, "alone on the budget, its rescans spend the rest"
     _, big_schedule = planner_for("noninteractive", 57.9, shares)
-    small_required = sum(t.requests_per_second for t in small_schedule.tiers)
+    small_required = sum(
+        t.requests_per_second for t in small_schedule.tiers if t.name != EARLY_SWEEP
+    )
     assert math.isclose(shares.available("noninteractive"), 0.45 - small_required)
-    assert small.replan(small_schedule, 60.0) is None
+    settle(small, small_schedule, 60.0)
     required = sum(t.requests_per_second for s in (small_schedule, big_schedule) for t in s.tiers)
     rescans = sum(t.requests_per_second for s in (small_schedule, big_schedule) for t in s.rescans)
     assert required + rescans <= 0.45 + 1e-9, "the other's plan shrank its rescans"
