@@ -18,8 +18,8 @@ and from it the physical ceiling of one app registration: 43,200 requests a day 
 events a page, divided by the fetches per event the plan needs (the fresh tier, the shallow
 sweeps and any catch-up, in full pages of requests as measured, plus one for the deepest
 sweep, which reads every event once at ``max_lookback`` and so never runs in a run shorter
-than that). The rescans are not part of that need: they spend what is left, and shrink to
-nothing as the volume grows.
+than that). The rescans and the early sweep are not part of that need: they spend what is
+left, and shrink to nothing as the volume grows.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from bench.strategies import BUDGET, OURS, RunStats, World, run_sources
 from exporter.config import SourceConfig
 from exporter.graph_query import GraphSettings
 from exporter.schedule import CATCH_UP
-from exporter.tiers import DEEPEST, RESCAN_PREFIX
+from exporter.tiers import DEEPEST, EARLY_SWEEP, RESCAN_PREFIX
 
 BETA_SIGN_INS = "/beta/auditLogs/signIns"
 SOURCES: tuple[SourceConfig, ...] = (
@@ -146,11 +146,12 @@ class SourceResult:
     @property
     def plan_fetches_per_event(self) -> float:
         """What the plan needs per event, in full pages: the fresh tier, the shallow sweeps
-        and any catch-up as measured, plus one read by the deepest sweep."""
+        and any catch-up as measured, plus one read by the deepest sweep (not the early
+        sweep: like the rescans, it is paid from what the plans leave)."""
         needed = sum(
             count
             for tier, count in self.stats.requests_by_tier
-            if not tier.startswith(RESCAN_PREFIX) and tier != DEEPEST
+            if not tier.startswith(RESCAN_PREFIX) and tier not in (DEEPEST, EARLY_SWEEP)
         )
         return needed * PAGE_EVENTS / max(1, self.outcome.unique) + 1.0
 
@@ -334,7 +335,8 @@ def notes(
         "page / fetches per event the plan needs, in full pages: the requests of the fresh "
         f"tier, the shallow sweeps and any {CATCH_UP} x {PAGE_EVENTS} / events delivered, + 1 "
         "for the deepest sweep at max_lookback, which a run this short never reaches; "
-        "rescans excluded, they spend what is left and shrink to nothing near the ceiling):\n"
+        f"rescans and the early sweep ({EARLY_SWEEP}) excluded, they spend what is left and "
+        "shrink to nothing near the ceiling):\n"
         + "\n".join(
             f"- ({run.profile}): {run.total.plan_fetches_per_event:.2f} fetches per event "
             f"needed ({run.total.page_fetches_per_event:.2f} paid, rescans included): ceiling "
