@@ -101,6 +101,8 @@ class SourceLoop:
             if (value := self.ledger.checkpoint(name, FRONTIER_PREFIX + sweep)) is not None
         }
         new_frontiers = self.schedule.adopt(tiers, stored, now)
+        for stopped in self.schedule.stop_dropped():
+            self.active.pop(stopped, None)
         if new_frontiers:
             # Persisted at once: a crash before the first sweep must not move them on.
             self._persist(lambda: self.ledger.set_checkpoints(name, new_frontiers))

@@ -129,6 +129,24 @@ class QuerySchedule:
             self.frontiers[tier.name] = frontier
         return new
 
+    def stop_dropped(self) -> list[str]:
+        """Stop the queries under way of sweeps the plan no longer has; their names.
+
+        The deepest sweep reads what they would have: a sweep dropped by the first plan
+        with a measured rate (the first plan, on no measurement, affords every sweep) would
+        otherwise go on reading, after a restart up to a day of events, page by page in
+        whatever turns nothing else takes.
+        """
+        planned = {t.name for t in self.tiers}
+        stopped = [
+            name
+            for name, launch in self.active.items()
+            if name not in planned and not launch.tier.is_rescan and name != CATCH_UP
+        ]
+        for name in stopped:
+            del self.active[name]
+        return stopped
+
     # -- when each tier falls due --------------------------------------------------------
 
     def _due(self, tier: Tier, now: float) -> bool:

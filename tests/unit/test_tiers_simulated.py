@@ -436,3 +436,31 @@ def test_the_throttling_warning_counts_only_the_fresh_query_s_own_pages(
     assert api.bounded_pages, "sweeps or rescans ran beside the fresh query"
     throttling = [text for text in delivery.warnings if "throttled source signins" in text]
     assert bool(throttling) == warned, delivery.warnings
+
+
+def test_after_a_restart_a_sweep_the_measured_rate_drops_stops_reading(tmp_path: Path) -> None:
+    """The first plan of a process has no rate to go on and affords every sweep; the sweeps
+    it adds resume from frontiers an earlier process stored, hours back. Once the measured
+    rate drops them, their queries stop: the deepest sweep reads what they would have."""
+    duration, downtime, after = 2 * HOUR, 3 * HOUR, HOUR
+    events = make_events(random.Random(5), duration + downtime + after)
+    first, _, _, _ = run_loop(events, duration, tmp_path, page_size=100)
+    kept = {t.name for t in first.schedule.tiers}
+    stop = threading.Event()
+    restart = START + duration + downtime
+    clock = StoppingClock(restart, restart + after, stop)
+    api = ModelApi(events, RequestBudget(5, 10.0, clock), clock, 100)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        loop, _, registry = build_loop(api, ledger, clock, stop)
+        dropped = {t.name for t in loop.schedule.tiers} - kept
+        assert dropped, "the first plan of the restart has sweeps the measured rate drops"
+        loop.run()
+    finally:
+        ledger.close()
+    assert {t.name for t in loop.schedule.tiers} == kept
+    for name in dropped:
+        pages = registry.get_sample_value(
+            "siem_exporter_tier_requests_total", {"source": "signins", "tier": name}
+        )
+        assert (pages or 0) <= 3, f"{name} read {pages} pages after the plan dropped it"
