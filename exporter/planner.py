@@ -115,8 +115,9 @@ class SourcePlanner:
 
     def replan(self, schedule: QuerySchedule, now: float) -> tuple[Tier, ...] | None:
         """New tiers when the rate or the lags moved enough, or the early sweep came into or
-        out of the spare budget (the caller adopts them); otherwise None, after re-planning only the rescans if the late-event yields moved or
-        the other sources' plans moved this source's rescan budget."""
+        out of the spare budget (the caller adopts them); otherwise None, after re-planning
+        only the rescans if the late-event yields moved or the other sources' plans moved
+        this source's rescan budget."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
         if not (moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)):
             early_fits = self._early_sweep_changed(schedule)
