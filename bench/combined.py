@@ -37,7 +37,15 @@ from dataclasses import dataclass, replace
 
 from bench.common import write_table
 from bench.completeness import DEFAULT_DRAIN, SMOKE_DRAIN, duration, parse_list, percent
-from bench.completeness_score import LATE_BEYOND, SLOW, Outcome, keeps_up, measure, summarise
+from bench.completeness_score import (
+    LATE_BEYOND,
+    SLOW,
+    Outcome,
+    keeps_up,
+    measure,
+    settled_days,
+    summarise,
+)
 from bench.model import DAY, PROFILES, Events, Throttle, TurnClock
 from bench.strategies import BUDGET, OURS, RunStats, World, run_sources
 from exporter.config import SourceConfig
@@ -64,9 +72,9 @@ SOURCES: tuple[SourceConfig, ...] = (
         settings=GraphSettings("/v1.0/auditLogs/directoryAudits", "activityDateTime"),
     ),
 )
-# Half a day holds (c)'s 6 h incident with 3 h either side and costs about what a single
-# 10M/day half day does; the deepest sweep (25 h) never runs, the ceiling adds its read.
-DEFAULT_DAYS = 0.5
+# A day holds (c)'s 6 h incident with 9 h either side; the deepest sweep (25 h) never runs
+# in it, the ceiling adds its read. (b) runs longer by default: see horizon_days.
+DEFAULT_DAYS = 1.0
 PAGE_EVENTS = 1000
 REQUESTS_PER_DAY = BUDGET.rate * DAY  # 43,200
 ALL = "all"
@@ -156,8 +164,9 @@ class SourceResult:
         return needed * PAGE_EVENTS / max(1, self.outcome.unique) + 1.0
 
     @property
-    def keeps_up(self) -> bool:
-        """The backlog did not grow, give or take the events of one fresh window."""
+    def keeps_up(self) -> bool | None:
+        """The backlog did not grow, give or take the events of one fresh window (None: the
+        horizon was too short to tell)."""
         return keeps_up(self.outcome, self.per_day / DAY * (OURS.lookback + OURS.poll_interval))
 
 
@@ -248,9 +257,9 @@ def row(result: SourceResult) -> list[object]:
         o.throttled,
         f"{result.fetches_per_event:.2f}",
         f"{result.page_fetches_per_event:.2f}",
-        o.backlog_early,
+        "-" if o.backlog_early is None else o.backlog_early,
         o.backlog_late,
-        "yes" if result.keeps_up else "NO",
+        _verdict_text(result.keeps_up),
         duration(o.latency_p50),
         duration(o.latency_p99),
         duration(o.latency_p999),
@@ -269,9 +278,23 @@ def ceiling(result: SourceResult) -> float:
     return REQUESTS_PER_DAY * PAGE_EVENTS / plan if plan else math.inf
 
 
+def _verdict_text(keeps: bool | None) -> str:
+    return "not measured" if keeps is None else "yes" if keeps else "NO"
+
+
+def horizon_days(profile: str, days: float | None) -> float:
+    """``days`` when given; by default a day, or longer where the profile's late events need
+    longer to settle: the early backlog window must lie in the first half of the horizon for
+    keeping up to be judged (:func:`bench.completeness_score.early_backlog_end`), so (b), up
+    to 24 h late, runs 2.25 days."""
+    if days:
+        return days
+    return max(DEFAULT_DAYS, 2 * settled_days(PROFILES[profile].lateness.max_lateness))
+
+
 def notes(
     mix: Sequence[int],
-    days: float,
+    horizons: dict[str, float],
     drains: dict[str, float],
     sla: float,
     seed: int,
@@ -291,8 +314,11 @@ def notes(
     )
     lines = [
         f"{len(SOURCES)} sources on one budget: {sources}; {_volume_text(sum(mix))} events a "
-        f"day together. Horizon {days:g} simulated day(s), then a drain of "
-        + ", ".join(f"{duration(d)} for ({p})" for p, d in drains.items())
+        "day together. Horizon "
+        + ", ".join(
+            f"{horizons[p]:g} simulated day(s) then a drain of {duration(d)} for ({p})"
+            for p, d in drains.items()
+        )
         + f"; seed {seed} (source i: seed + i). Budget {BUDGET.requests} requests per sliding "
         f"{BUDGET.per:g} s for all sources together (429 + Retry-After, not consuming budget); "
         "the collector side as exporter.service wires one family: one RequestBudget, one "
@@ -303,7 +329,9 @@ def notes(
         "Per source as in the single-source tables: eligible = visible before the horizon's "
         f"end; missing = delivered more than {duration(sla)} after becoming visible + never "
         "delivered by the end of the drain; backlog = visible, not delivered, averaged over "
-        "the 2 h ending at 30 % of the horizon (early) and over its last 2 h (late); latency = first delivery "
+        "the 2 h ending at 30 % of the horizon or, if later, 3 h past the profile's longest "
+        "lateness, when the late events' flow has settled (early), and over its last 2 h "
+        "(late); latency = first delivery "
         f"minus availability; late p99/max over events more than {duration(LATE_BEYOND)} "
         "late; release max = the longest wait, from its release, of an event (c)'s incident "
         f"held back; slow = more than {duration(SLOW)} (counted, not missing). Requests/day "
@@ -360,7 +388,8 @@ def verdicts(runs: Sequence[CombinedRun]) -> list[str]:
             lines.append(
                 f"- ({run.profile}) {r.name} missing 0, duplicates 0, keeps up: "
                 f"{'met' if ok else 'NOT met'} (missing {o.missing}, duplicates "
-                f"{o.duplicates}, backlog {o.backlog_early} -> {o.backlog_late})"
+                f"{o.duplicates}, backlog {o.backlog_early} -> {o.backlog_late}, keeps up "
+                f"{_verdict_text(r.keeps_up)})"
             )
     return lines
 
@@ -372,11 +401,11 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         profiles = parse_list(args.profiles, list(PROFILES), "profile")
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
-    days = args.days or DEFAULT_DAYS
     if args.smoke and args.drain is None:
         args.drain = SMOKE_DRAIN
     drains = {p: DEFAULT_DRAIN[p] if args.drain is None else args.drain for p in profiles}
-    tasks = [(mix, days, p, drains[p], args.seed, args.sla) for p in profiles]
+    horizons = {p: horizon_days(p, args.days) for p in profiles}
+    tasks = [(mix, horizons[p], p, drains[p], args.seed, args.sla) for p in profiles]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             runs = list(pool.map(run_combined, *zip(*tasks, strict=True)))
@@ -386,7 +415,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         "completeness-combined" + ("-smoke" if args.smoke else ""),
         HEADER,
         [row(r) for run in runs for r in (*run.sources, run.total)],
-        notes(mix, days, drains, args.sla, args.seed, runs),
+        notes(mix, horizons, drains, args.sla, args.seed, runs),
         args.results_dir,
     )
     return 0

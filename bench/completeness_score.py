@@ -12,6 +12,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bench.model import DAY
 from bench.strategies import OURS, RunStats, World
 
 SLOW = 3600.0
@@ -19,6 +20,7 @@ LATE_BEYOND = OURS.lookback + OURS.poll_interval  # what README's fresh window c
 KEEPS_UP_SLACK = 0.1  # a backlog that grew by less than this between early and late
 BACKLOG_SPAN = 2 * 3600.0
 BACKLOG_EARLY = 0.3  # share of the horizon: before (c)'s incident, past the start-up
+SETTLE_MARGIN = 3600.0  # past the longest lateness: README's max_lookback is an hour more
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,7 @@ class Outcome:
     requests: int
     throttled: int
     blocked: float
-    backlog_early: int
+    backlog_early: int | None  # None: the horizon ends before the backlog can settle
     backlog_late: int
     latency_p50: float | None
     latency_p99: float | None
@@ -94,6 +96,7 @@ class Measure:
 
     start: float
     end: float
+    longest_lateness: float
     eligible: int = 0
     delivered_late: int = 0
     never_delivered: int = 0
@@ -112,6 +115,7 @@ class Measure:
         return Measure(
             self.start,
             self.end,
+            max(self.longest_lateness, other.longest_lateness),
             self.eligible + other.eligible,
             self.delivered_late + other.delivered_late,
             self.never_delivered + other.never_delivered,
@@ -130,7 +134,7 @@ def measure(world: World, sla: float, guaranteed: float | None) -> Measure:
     """Compare what reached the SIEM with the ground truth; one pass over the events."""
     events = world.events
     horizon = events.end
-    m = Measure(events.start, events.end, sent=world.log.sent)
+    m = Measure(events.start, events.end, events.profile.lateness.max_lateness, sent=world.log.sent)
     released_at = events.incident[1] if events.incident else None
     for time_us, available, first in zip(
         events.times, events.available, world.log.first, strict=True
@@ -158,6 +162,18 @@ def measure(world: World, sla: float, guaranteed: float | None) -> Measure:
     return m
 
 
+def backlogs(
+    visible_at: Sequence[float], delivered_at: Sequence[float], m: Measure
+) -> tuple[int | None, int]:
+    """The mean backlog early in the horizon (None when it cannot settle in time, see
+    :func:`early_backlog_end`) and over its last ``BACKLOG_SPAN``; both sequences sorted."""
+    early = early_backlog_end(m.start, m.end, m.longest_lateness)
+    late = _mean_backlog(visible_at, delivered_at, m.end, BACKLOG_SPAN)
+    if early is None:
+        return None, late
+    return _mean_backlog(visible_at, delivered_at, early, BACKLOG_SPAN), late
+
+
 def summarise(
     m: Measure,
     volume: str,
@@ -171,7 +187,7 @@ def summarise(
     visible_at = sorted(m.visible_at)
     latencies = sorted(m.latencies)
     late_latencies = sorted(m.late_latencies)
-    early = m.start + BACKLOG_EARLY * (m.end - m.start)
+    backlog_early, backlog_late = backlogs(visible_at, delivered_at, m)
     guaranteed = stats.guaranteed_lateness
     return Outcome(
         volume=volume,
@@ -186,8 +202,8 @@ def summarise(
         requests=stats.requests,
         throttled=stats.throttled,
         blocked=stats.blocked,
-        backlog_early=_mean_backlog(visible_at, delivered_at, early, BACKLOG_SPAN),
-        backlog_late=_mean_backlog(visible_at, delivered_at, m.end, BACKLOG_SPAN),
+        backlog_early=backlog_early,
+        backlog_late=backlog_late,
         latency_p50=_quantile(latencies, 0.5),
         latency_p99=_quantile(latencies, 0.99),
         latency_p999=_quantile(latencies, 0.999),
@@ -210,7 +226,30 @@ def score(
     return summarise(m, volume, world.events.profile.name, strategy, stats, wall)
 
 
-def keeps_up(outcome: Outcome, floor: float = 1.0) -> bool:
+def settled_days(longest_lateness: float) -> float:
+    """How far into a run the early backlog window ends at the earliest, in days."""
+    return (longest_lateness + SETTLE_MARGIN + BACKLOG_SPAN) / DAY
+
+
+def early_backlog_end(start: float, end: float, longest_lateness: float) -> float | None:
+    """Where the early backlog window ends, or None when the horizon is too short for one.
+
+    Keeping up means the backlog holds steady, so both windows must lie where it can. Events
+    of every lateness the profile draws become visible at their steady rate only once the
+    longest lateness has passed since the start: before that, the late events' flow is still
+    ramping up and the backlog grows whatever the collector does (under (b), where 1 % are up
+    to 24 h late, a one-day horizon cannot tell keeping up from falling behind). So the early
+    window ends at 30 % of the horizon or, if later, ``SETTLE_MARGIN`` and one window past
+    the longest lateness, and it must end before the late window begins.
+    """
+    early = start + max(BACKLOG_EARLY * (end - start), settled_days(longest_lateness) * DAY)
+    return early if early <= end - BACKLOG_SPAN else None
+
+
+def keeps_up(outcome: Outcome, floor: float = 1.0) -> bool | None:
     """The backlog at the horizon's end is within ``KEEPS_UP_SLACK`` of the early one, or
-    at most ``floor`` (a low-volume source's backlog is a handful of events, mere noise)."""
+    at most ``floor`` (a low-volume source's backlog is a handful of events, mere noise);
+    None when the horizon is too short to tell (:func:`early_backlog_end`)."""
+    if outcome.backlog_early is None:
+        return None
     return outcome.backlog_late <= max(outcome.backlog_early * (1 + KEEPS_UP_SLACK), floor)
