@@ -91,8 +91,10 @@ class BudgetShares:
     required tiers leave, and never less than an equal share: a busy sign-in log gets most
     of the budget next to a quiet audit log, and two busy sources split it evenly. Early
     sweeps (:func:`exporter.tiers.plan_tiers`) come next, from what no required tier needs,
-    and give way when a required tier needs it. Rescans come last (:func:`rescan_shares`):
-    one stream's rescans never take the budget another stream's deepest sweep needs.
+    and give way when a required tier needs it; a source that pays for its own by slowing
+    its fresh tier publishes it as required (:class:`exporter.planner.SourcePlanner`).
+    Rescans come last (:func:`rescan_shares`): one stream's rescans never take the budget
+    another stream's deepest sweep needs.
     """
 
     def __init__(self, rate: float, sources: int) -> None:
@@ -109,11 +111,13 @@ class BudgetShares:
             others = sum(spend for name, spend in self._required.items() if name != source)
         return max(self.rate / self.sources, self.rate - others)
 
-    def early_room(self, source: str) -> float:
-        """Requests per second ``source``'s early sweep may spend: what every source's
-        required tiers and the other sources' early sweeps leave."""
+    def room(self, source: str) -> float:
+        """Requests per second ``source``'s tiers, required and early sweep together, may
+        spend: what the other sources' required tiers and early sweeps leave. Its own plan
+        decides how much of it the early sweep gets (:func:`exporter.tiers.plan_tiers`);
+        counting its own published spend here would let each plan undo the last."""
         with self._lock:
-            taken = sum(self._required.values())
+            taken = sum(spend for name, spend in self._required.items() if name != source)
             taken += sum(spend for name, spend in self._early.items() if name != source)
         return max(0.0, self.rate - taken)
 

@@ -96,16 +96,17 @@ class SourcePlanner:
 
     # -- plans ---------------------------------------------------------------------------
 
-    def tiers(self, quantile: float | None = None) -> tuple[Tier, ...]:
-        """The tiers for the rate measured so far, within this source's share of the budget;
-        an early sweep only where the budget no source's required tiers need pays for it."""
+    def tiers(self, quantile: float | None = None, rate: float | None = None) -> tuple[Tier, ...]:
+        """The tiers for ``rate`` (by default the rate measured so far), within this source's
+        share of the budget; an early sweep where what the other sources leave pays for it,
+        or slowing the fresh tier is worth it (:func:`exporter.tiers.plan_tiers`)."""
         name = self.source.name
         return plan_tiers(
             self.policy,
-            self.rate,
+            self.rate if rate is None else rate,
             quantile,
             self.shares.available(name),
-            self.shares.early_room(name),
+            self.shares.room(name),
         )
 
     def adopted(self, schedule: QuerySchedule, now: float) -> None:
@@ -114,15 +115,14 @@ class SourcePlanner:
         self.plan_rescans(schedule, now)
 
     def replan(self, schedule: QuerySchedule, now: float) -> tuple[Tier, ...] | None:
-        """New tiers when the rate or the lags moved enough, or the early sweep came into or
-        out of the spare budget (the caller adopts them); otherwise None, after re-planning
+        """New tiers when the rate or the lags moved enough, or the other sources' plans moved
+        this one's (the caller adopts them); otherwise None, after re-planning
         only the rescans if the late-event yields moved or the other sources' plans moved
         this source's rescan budget."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
         if not (moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)):
-            early_fits = self._early_sweep_changed(schedule)
-            if early_fits is not None:
-                return early_fits
+            if self._shares_moved(schedule):
+                return self.tiers(self.planned_quantile)
             self.found_late.observe((), now)
             spare_moved = moved(self.shares.spare(self.source.name), self.planned_spare)
             if spare_moved or self._yields_moved(schedule):
@@ -131,12 +131,12 @@ class SourcePlanner:
         self.planned_quantile = quantile
         return self.tiers(quantile)
 
-    def _early_sweep_changed(self, schedule: QuerySchedule) -> tuple[Tier, ...] | None:
-        """New tiers when the spare budget now pays for an early sweep the plan lacks, or no
-        longer pays for the one it has (other sources' plans moved); otherwise None."""
-        tiers = self.tiers(self.planned_quantile)
-        has = any(t.name == EARLY_SWEEP for t in schedule.tiers)
-        return tiers if has != any(t.name == EARLY_SWEEP for t in tiers) else None
+    def _shares_moved(self, schedule: QuerySchedule) -> bool:
+        """Whether the other sources' plans changed this one: the same measurements now give
+        other tiers (an early sweep comes or goes, the fresh tier slows to pay for it or
+        speeds up again). Planned on what the current plan assumed, so that a rate drifting
+        within ``REPLAN_CHANGE`` does not re-plan at every query."""
+        return self.tiers(self.planned_quantile, self.planned_rate) != schedule.tiers
 
     def plan_rescans(self, schedule: QuerySchedule, now: float) -> None:
         """Spend this source's part of what every source's tiers leave on rescans; publish."""
@@ -144,8 +144,7 @@ class SourcePlanner:
         self.found_late.observe((), now)  # decay to now
         fresh = schedule.tiers[0]
         late_yield = self._band_yield(Band(fresh.age, self.policy.max_lookback))
-        required = sum(t.requests_per_second for t in schedule.tiers if t.name != EARLY_SWEEP)
-        early = sum(t.requests_per_second for t in schedule.tiers if t.name == EARLY_SWEEP)
+        required, early = self._spends(schedule.tiers)
         self.shares.publish(name, required, rescan_weight(self.rate, late_yield), early)
         spare = self.shares.spare(name)
         self.planned_spare = spare
@@ -176,6 +175,25 @@ class SourcePlanner:
                 extra=fields(source=name, spare_requests_per_second=round(spare, 4)),
             )
         self.rescans_shrunk = shrunk
+
+    def _spends(self, tiers: Sequence[Tier]) -> tuple[float, float]:
+        """What the plan's required tiers spend, and what its early sweep takes from the room
+        the other sources leave.
+
+        An early sweep the source paid for by slowing its own fresh tier takes nothing from
+        the others: the plan then counts as required up to what it would spend without an
+        early sweep, so the other sources' required tiers do not grow into it.
+        """
+        total = sum(t.requests_per_second for t in tiers)
+        own = sum(t.requests_per_second for t in tiers if t.name != EARLY_SWEEP)
+        without = plan_tiers(
+            self.policy,
+            self.planned_rate,
+            self.planned_quantile,
+            self.shares.available(self.source.name),
+        )
+        required = max(own, min(total, sum(t.requests_per_second for t in without)))
+        return required, total - required
 
     def _band_yield(self, band: Band) -> float:
         """Late events found per second at the band's ages: the decayed count over its mean life."""

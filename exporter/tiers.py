@@ -49,6 +49,7 @@ FIRST_SWEEP_AGE = 45 * 60.0
 # (it covers FRESH_QUANTILE of arrival lags) arrive within minutes, not at FIRST_SWEEP_AGE.
 EARLY_SWEEP = "sweep-0"
 EARLY_SWEEP_AGE = 10 * 60.0
+SLOWING_STEP = 1.05  # how finely the fresh interval is slowed to pay for the early sweep
 LAG_BUCKETS = (
     1.0,
     2.0,
@@ -176,7 +177,7 @@ def plan_tiers(
     rate: float,
     lag_quantile: float | None,
     budget_rate: float,
-    spare_rate: float = 0.0,
+    room: float | None = None,
 ) -> tuple[Tier, ...]:
     """The tiers for a source producing ``rate`` events/s on a budget of ``budget_rate`` req/s.
 
@@ -189,10 +190,12 @@ def plan_tiers(
     (fewer, wider queries re-fetch less) until all three fit. An early sweep at
     ``EARLY_SWEEP_AGE`` finds what the fresh window misses (it covers ``FRESH_QUANTILE`` of
     arrival lags, so a few per cent) within minutes instead of at ``FIRST_SWEEP_AGE``. It
-    fetches every event once more, so it is paid only from ``spare_rate``: budget that no
-    source's required tiers need (:class:`exporter.budget.BudgetShares`), which would
-    otherwise go to rescans. It comes before them because the events it finds are many
-    more than the hours-late ones rescans look for. Further shallow sweeps shorten
+    fetches every event once more. ``room`` is what the other sources' tiers leave
+    (:class:`exporter.budget.BudgetShares`; None: plan no early sweep); the early sweep is
+    paid from what of it the required tiers leave, which would otherwise go to rescans: it
+    comes before them because the events it finds are many more than the hours-late ones
+    rescans look for. Where that is too little, the fresh tier is slowed down to pay for it,
+    but only as far as :func:`_worth_slowing` allows. Further shallow sweeps shorten
     the wait of moderately late events but fetch every event once more each, so they are
     added only while all shallow sweeps together cost under ``SHALLOW_SHARE_OF_FRESH`` of
     the fresh tier. Shallow ages start at ``FIRST_SWEEP_AGE`` (or twice the fresh tier's
@@ -211,11 +214,16 @@ def plan_tiers(
         if spend <= budget_rate or interval >= policy.lookback * 8:
             break
         interval *= 1.25
-    early = _early_sweep(policy, fresh, rate, shallow)
-    if _spend(early) > min(spare_rate, budget_rate - spend):
-        early = []
+    early = [] if room is None else _early_sweep(policy, fresh, rate, shallow)
+    cap = budget_rate
+    if early:
+        cap = max(spend, min(room or 0.0, budget_rate))
+        if spend + _spend(early) > cap:
+            fresh, early = _slowed_for_early(policy, rate, lag_quantile, fresh, deepest, cap)
+    if not early:
+        cap = budget_rate
     affordable = min(
-        budget_rate - _spend((fresh, *early, deepest)),
+        cap - _spend((fresh, *early, deepest)),
         SHALLOW_SHARE_OF_FRESH * fresh.requests_per_second,
     )
     for count in range(MAX_SHALLOW_SWEEPS, 1, -1):
@@ -261,6 +269,48 @@ def _early_sweep(
         return []
     interval = _sweep_interval(age, fresh.interval, rate, policy.page_size)
     return [_sweep(EARLY_SWEEP, age, interval, rate, policy.page_size)]
+
+
+def _slowed_for_early(
+    policy: SourcePolicy,
+    rate: float,
+    lag: float | None,
+    fresh: Tier,
+    deepest: Tier,
+    allowance: float,
+) -> tuple[Tier, list[Tier]]:
+    """The fastest fresh tier that leaves room for an early sweep within ``allowance`` (with
+    the first shallow sweep and the deepest), and that sweep; ``fresh`` and none when
+    every such fresh tier is slower than :func:`_worth_slowing` allows."""
+    shallow = _shallow_sweeps(policy, fresh, rate, 1)
+    early = _early_sweep(policy, fresh, rate, shallow)
+    if not early:
+        return fresh, []
+    later = shallow[0].age if shallow else deepest.age
+    limit = fresh.interval + _worth_slowing(early[0].age, later)
+    interval = fresh.interval * SLOWING_STEP
+    while interval <= limit:
+        slower = _fresh(policy, interval, rate, lag)
+        shallow = _shallow_sweeps(policy, slower, rate, 1)
+        early = _early_sweep(policy, slower, rate, shallow)
+        if not early:
+            break
+        if _spend((slower, *early, *shallow, deepest)) <= allowance:
+            return slower, early
+        interval *= SLOWING_STEP
+    return fresh, []
+
+
+def _worth_slowing(early_age: float, later_age: float) -> float:
+    """How many seconds the fresh tier may slow down to pay for an early sweep.
+
+    Mean wait over all the source's events: the ``FRESH_QUANTILE`` the fresh tier finds wait
+    half the slowdown longer; the rest (what the fresh window misses, as sized) is found by
+    the early sweep about ``later_age - early_age`` sooner than by the next sweep. Slowing
+    down pays while the first is smaller: ``q * d / 2 < (1 - q) * (later - early)``.
+    """
+    q = FRESH_QUANTILE
+    return 2 * (1 - q) / q * max(0.0, later_age - early_age)
 
 
 def _shallow_sweeps(policy: SourcePolicy, fresh: Tier, rate: float, count: int) -> list[Tier]:

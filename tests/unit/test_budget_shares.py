@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -14,7 +15,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.planner import SourcePlanner
 from exporter.rescan import PRIOR_YIELD, rescan_weight
 from exporter.schedule import QuerySchedule
-from exporter.tiers import EARLY_SWEEP, MIN_RATE, Tier
+from exporter.tiers import EARLY_SWEEP, MIN_RATE, Tier, plan_tiers
 
 names = st.sampled_from(["interactive", "noninteractive", "serviceprincipal", "audits"])
 spends = st.floats(min_value=0, max_value=0.5)
@@ -138,21 +139,58 @@ def early_sweep(schedule: QuerySchedule) -> list[Tier]:
     return [t for t in schedule.tiers if t.name == EARLY_SWEEP]
 
 
-def test_the_early_sweep_comes_and_goes_with_the_budget_the_required_tiers_leave() -> None:
+def spend(tiers: Sequence[Tier]) -> float:
+    return sum(t.requests_per_second for t in tiers)
+
+
+def test_the_early_sweep_gives_way_to_the_required_tiers_or_is_paid_by_its_own_stream() -> None:
     shares = BudgetShares(0.45, 2)
     big, big_schedule = planner_for("noninteractive", 28.9, shares)
-    assert early_sweep(big_schedule), "alone, the spare budget pays for it"
-    required = sum(t.requests_per_second for t in big_schedule.tiers)
-    required -= early_sweep(big_schedule)[0].requests_per_second
+    assert early_sweep(big_schedule), "alone, what nobody else needs pays for it"
+    fast = big_schedule.tiers[0].interval
+    required = spend(big_schedule.tiers) - spend(early_sweep(big_schedule))
     assert math.isclose(shares.available("other"), 0.45 - required), "not counted as required"
     other, other_schedule = planner_for("other", 0.0, shares)
-    other.rate = 55.0  # a stream whose required tiers need nearly all the rest
+    other.rate = 70.0  # a stream whose required tiers need all the rest, and more
     settle(other, other_schedule, 60.0)
-    assert not early_sweep(other_schedule)
     settle(big, big_schedule, 120.0)
-    assert not early_sweep(big_schedule), "it gives way to the other stream's required tiers"
-    required = sum(t.requests_per_second for s in (big_schedule, other_schedule) for t in s.tiers)
-    assert required <= 0.45 + 1e-9
+    settle(other, other_schedule, 180.0)
+    assert not early_sweep(other_schedule), "slowing its fresh query would cost more than it saves"
+    assert early_sweep(big_schedule), "the big stream pays for its own"
+    assert big_schedule.tiers[0].interval > fast, "by querying the fresh window less often"
+    assert math.isclose(shares.available("other"), 0.45 - required), (
+        "and the other stream's required tiers keep all they had"
+    )
+    assert spend(big_schedule.tiers) + spend(other_schedule.tiers) <= 0.45 + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=120.0), min_size=2, max_size=4))
+def test_plans_on_one_budget_settle_and_early_sweeps_never_overspend_it(
+    rates: list[float],
+) -> None:
+    """Each source re-plans when the others' plans move its own; in turns, as the loops do,
+    they come to rest, and early sweeps spend only what the required tiers leave."""
+    shares = BudgetShares(0.45, len(rates))
+    planners = [planner_for(f"source-{i}", rate, shares) for i, rate in enumerate(rates)]
+    for turn in range(4 * len(rates) + 1):
+        moved = False
+        for planner, schedule in planners:
+            tiers = planner.replan(schedule, 60.0 * turn)
+            if tiers is not None:
+                schedule.adopt(tiers, {}, 60.0 * turn)
+                planner.adopted(schedule, 60.0 * turn)
+                moved = True
+        if not moved:
+            break
+    else:
+        raise AssertionError("the plans keep moving each other")
+    total = sum(spend(schedule.tiers) for _, schedule in planners)
+    required = sum(
+        spend(plan_tiers(planner.policy, planner.rate, None, shares.available(planner.source.name)))
+        for planner, _ in planners
+    )
+    assert total <= max(0.45, required) + 1e-9
 
 
 def test_a_planner_publishes_its_required_tiers_and_rescans_only_the_common_rest() -> None:
