@@ -19,7 +19,8 @@ events a page, divided by the fetches per event the plan needs (the fresh tier, 
 sweeps and any catch-up, in full pages of requests as measured, plus one for the deepest
 sweep, which reads every event once at ``max_lookback`` and so never runs in a run shorter
 than that). The rescans and the early sweep are not part of that need: they spend what is
-left, and shrink to nothing as the volume grows.
+left (the early sweep, or what its stream saves by querying its fresh window less often),
+and shrink to nothing as the volume grows.
 """
 
 from __future__ import annotations
@@ -362,9 +363,10 @@ def notes(
         "Physical ceiling of one app registration (43,200 requests a day x 1,000 events a "
         "page / fetches per event the plan needs, in full pages: the requests of the fresh "
         f"tier, the shallow sweeps and any {CATCH_UP} x {PAGE_EVENTS} / events delivered, + 1 "
-        "for the deepest sweep at max_lookback, which a run this short never reaches; "
-        f"rescans and the early sweep ({EARLY_SWEEP}) excluded, they spend what is left and "
-        "shrink to nothing near the ceiling):\n"
+        "for the deepest sweep at max_lookback, which reads every event once (counted so, "
+        "not as measured: a one-day run never reaches it); rescans and the early sweep "
+        f"({EARLY_SWEEP}) excluded: they spend what is left, or what a stream saves by "
+        "querying its fresh window less often, and shrink to nothing near the ceiling):\n"
         + "\n".join(
             f"- ({run.profile}): {run.total.plan_fetches_per_event:.2f} fetches per event "
             f"needed ({run.total.page_fetches_per_event:.2f} paid, rescans included): ceiling "
