@@ -17,8 +17,10 @@ ground truth:
 - requests: every request sent (429s included); ev/req = unique events delivered per request.
 - blocked: virtual seconds spent waiting for the budget or a Retry-After.
 - backlog: events visible but not yet delivered, averaged (one sample a minute) over the two
-  hours ending at 30 % of the horizon and over its last two hours: a single instant would
-  mostly show where the fresh tier was in its cycle.
+  hours ending at 30 % of the horizon (or, if later, 3 h past the profile's longest lateness,
+  once the late events' flow has settled; "-" when the horizon ends before that) and over
+  its last two hours: a single instant would mostly show where the fresh tier was in its
+  cycle.
 - latency: first delivery minus availability, over the eligible events delivered.
 
 ``python -m bench.completeness`` runs 100k/day and 1M/day for 3 days and 10M/day for 1 day,
@@ -279,7 +281,8 @@ def notes(
         f"of the drain. Slow = delivered more than {duration(SLOW)} after becoming visible "
         "(not missing). Duplicates as a share of unique deliveries. ev/req = unique events "
         "delivered per request (429s included). Backlog = visible, not yet delivered, sampled "
-        "each minute and averaged over the 2 h ending at 30 % of the horizon (early) and over "
+        "each minute and averaged over the 2 h ending at 30 % of the horizon or, if later, 3 h "
+        "past the profile's longest lateness (early; - when the horizon ends before) and over "
         "its last 2 h (late). Latency = first "
         "delivery minus availability. Guaranteed = "
         "`siem_exporter_guaranteed_lateness_seconds` at the end of the run, when exported; "
