@@ -27,7 +27,7 @@ from exporter.ledger import Ledger
 from exporter.logs import fields
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import Outlet, Source
-from exporter.planner import SourcePlanner
+from exporter.planner import CHECKPOINT_EVENT_RATE, SourcePlanner
 from exporter.schedule import (
     CHECKPOINT_FIRST_START,
     CHECKPOINT_LAST_COMPLETE,
@@ -84,6 +84,7 @@ class SourceLoop:
             )
             if (value := ledger.checkpoint(name, checkpoint)) is not None
         }
+        self.planner.resume_rate(ledger.checkpoint(name, CHECKPOINT_EVENT_RATE))
         tiers = self.planner.tiers()
         self.schedule = QuerySchedule(tiers, stored, clock.now(), source.max_lookback)
         self.active: dict[str, TierRun] = {}
@@ -226,6 +227,8 @@ class SourceLoop:
         checkpoints = self.schedule.completed(tier.name, tally.newest_event_time)
         if tier.is_fresh:
             self._observe_fresh(run, finished)
+            if self.planner.rate:
+                checkpoints = {**checkpoints, CHECKPOINT_EVENT_RATE: self.planner.rate}
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
         horizon = self.schedule.eviction_horizon()
         self._persist(lambda: self.ledger.evict(name, horizon))

@@ -36,6 +36,9 @@ from exporter.tiers import (
 log = logging.getLogger(__name__)
 
 RATE_SMOOTHING = 0.3
+# The measured event rate, kept with the frontiers: a restart plans on it at once instead of
+# on no rate, which affords every sweep until the first fresh query says otherwise.
+CHECKPOINT_EVENT_RATE = "event_rate"
 REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
 
 
@@ -78,6 +81,11 @@ class SourcePlanner:
 
     def observe_late_finds(self, ages: Iterable[float], now: float) -> None:
         self.found_late.observe(ages, now)
+
+    def resume_rate(self, stored: float | None) -> None:
+        """Start from the rate an earlier process measured (``CHECKPOINT_EVENT_RATE``)."""
+        if stored is not None and stored > 0 and not self.rate:
+            self.rate = stored
 
     def observe_rate(self, events: int, newest: float | None, start: float) -> None:
         """A fresh query read ``events`` from ``start``; the newest of them at ``newest``.

@@ -7,8 +7,10 @@ is a manual clock, so six hours run in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,6 +33,7 @@ from exporter.intake import RunTally, TierRun
 from exporter.ledger import Ledger
 from exporter.metrics import ExporterMetrics, Health
 from exporter.pipeline import KeyedEvent, Page
+from exporter.planner import CHECKPOINT_EVENT_RATE
 from exporter.tiers import DEEPEST, late_event_waits
 
 HOUR = 3600.0
@@ -438,14 +441,36 @@ def test_the_throttling_warning_counts_only_the_fresh_query_s_own_pages(
     assert bool(throttling) == warned, delivery.warnings
 
 
+def test_a_restart_plans_on_the_rate_the_last_process_measured(tmp_path: Path) -> None:
+    """The first plan after a restart is the plan the last process ended with: no sweep is
+    planned on no rate only to be dropped at the first fresh query."""
+    duration, downtime = 2 * HOUR, 3 * HOUR
+    events = make_events(random.Random(5), duration + downtime + HOUR)
+    first, _, _, _ = run_loop(events, duration, tmp_path, page_size=100)
+    stop = threading.Event()
+    restart = START + duration + downtime
+    clock = StoppingClock(restart, restart + HOUR, stop)
+    api = ModelApi(events, RequestBudget(5, 10.0, clock), clock, 100)
+    ledger = Ledger(tmp_path / "state.db")
+    try:
+        loop, _, _ = build_loop(api, ledger, clock, stop)
+    finally:
+        ledger.close()
+    assert [t.name for t in loop.schedule.tiers] == [t.name for t in first.schedule.tiers]
+    assert loop.planner.rate == first.planner.rate
+
+
 def test_after_a_restart_a_sweep_the_measured_rate_drops_stops_reading(tmp_path: Path) -> None:
-    """The first plan of a process has no rate to go on and affords every sweep; the sweeps
-    it adds resume from frontiers an earlier process stored, hours back. Once the measured
-    rate drops them, their queries stop: the deepest sweep reads what they would have."""
+    """A ledger written before the rate was kept: the first plan of the process has no rate
+    to go on and affords every sweep; the sweeps it adds resume from frontiers an earlier
+    process stored, hours back. Once the measured rate drops them, their queries stop: the
+    deepest sweep reads what they would have."""
     duration, downtime, after = 2 * HOUR, 3 * HOUR, HOUR
     events = make_events(random.Random(5), duration + downtime + after)
     first, _, _, _ = run_loop(events, duration, tmp_path, page_size=100)
     kept = {t.name for t in first.schedule.tiers}
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        db.execute("DELETE FROM checkpoints WHERE name = ?", (CHECKPOINT_EVENT_RATE,))
     stop = threading.Event()
     restart = START + duration + downtime
     clock = StoppingClock(restart, restart + after, stop)
