@@ -441,16 +441,23 @@ def test_the_throttling_warning_counts_only_the_fresh_query_s_own_pages(
     assert bool(throttling) == warned, delivery.warnings
 
 
+def restarted(
+    events: Sequence[ModelEvent], at: float, until: float
+) -> tuple[threading.Event, StoppingClock, ModelApi]:
+    """A second process's clock and API, from ``at`` until ``until``, pages of 100."""
+    stop = threading.Event()
+    clock = StoppingClock(at, until, stop)
+    return stop, clock, ModelApi(events, RequestBudget(5, 10.0, clock), clock, 100)
+
+
 def test_a_restart_plans_on_the_rate_the_last_process_measured(tmp_path: Path) -> None:
     """The first plan after a restart is the plan the last process ended with: no sweep is
     planned on no rate only to be dropped at the first fresh query."""
     duration, downtime = 2 * HOUR, 3 * HOUR
     events = make_events(random.Random(5), duration + downtime + HOUR)
     first, _, _, _ = run_loop(events, duration, tmp_path, page_size=100)
-    stop = threading.Event()
     restart = START + duration + downtime
-    clock = StoppingClock(restart, restart + HOUR, stop)
-    api = ModelApi(events, RequestBudget(5, 10.0, clock), clock, 100)
+    stop, clock, api = restarted(events, restart, restart + HOUR)
     ledger = Ledger(tmp_path / "state.db")
     try:
         loop, _, _ = build_loop(api, ledger, clock, stop)
@@ -471,10 +478,8 @@ def test_after_a_restart_a_sweep_the_measured_rate_drops_stops_reading(tmp_path:
     kept = {t.name for t in first.schedule.tiers}
     with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
         db.execute("DELETE FROM checkpoints WHERE name = ?", (CHECKPOINT_EVENT_RATE,))
-    stop = threading.Event()
     restart = START + duration + downtime
-    clock = StoppingClock(restart, restart + after, stop)
-    api = ModelApi(events, RequestBudget(5, 10.0, clock), clock, 100)
+    stop, clock, api = restarted(events, restart, restart + after)
     ledger = Ledger(tmp_path / "state.db")
     try:
         loop, _, registry = build_loop(api, ledger, clock, stop)
