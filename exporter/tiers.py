@@ -214,14 +214,18 @@ def plan_tiers(
         if spend <= budget_rate or interval >= policy.lookback * 8:
             break
         interval *= 1.25
-    early = [] if room is None else _early_sweep(policy, fresh, rate, shallow)
     cap = budget_rate
-    if early:
-        cap = max(spend, min(room or 0.0, budget_rate))
-        if spend + _spend(early) > cap:
-            fresh, early = _slowed_for_early(policy, rate, lag_quantile, fresh, deepest, cap)
-    if not early:
-        cap = budget_rate
+    early = [] if room is None else _early_sweep(policy, fresh, rate, shallow)
+    if early and room is not None:
+        allowance = max(spend, min(room, budget_rate))
+        if spend + _spend(early) > allowance:
+            slowed = _slowed_for_early(policy, rate, lag_quantile, fresh, deepest, allowance)
+            if slowed is not None:
+                fresh, early, shallow = slowed
+            else:
+                early = []
+        if early:
+            cap = allowance
     affordable = min(
         cap - _spend((fresh, *early, deepest)),
         SHALLOW_SHARE_OF_FRESH * fresh.requests_per_second,
@@ -278,14 +282,14 @@ def _slowed_for_early(
     fresh: Tier,
     deepest: Tier,
     allowance: float,
-) -> tuple[Tier, list[Tier]]:
+) -> tuple[Tier, list[Tier], list[Tier]] | None:
     """The fastest fresh tier that leaves room for an early sweep within ``allowance`` (with
-    the first shallow sweep and the deepest), and that sweep; ``fresh`` and none when
+    the first shallow sweep and the deepest), that sweep and the shallow one; None when
     every such fresh tier is slower than :func:`_worth_slowing` allows."""
     shallow = _shallow_sweeps(policy, fresh, rate, 1)
     early = _early_sweep(policy, fresh, rate, shallow)
     if not early:
-        return fresh, []
+        return None
     later = shallow[0].age if shallow else deepest.age
     limit = fresh.interval + _worth_slowing(early[0].age, later)
     interval = fresh.interval * SLOWING_STEP
@@ -296,9 +300,9 @@ def _slowed_for_early(
         if not early:
             break
         if _spend((slower, *early, *shallow, deepest)) <= allowance:
-            return slower, early
+            return slower, early, shallow
         interval *= SLOWING_STEP
-    return fresh, []
+    return None
 
 
 def _worth_slowing(early_age: float, later_age: float) -> float:
