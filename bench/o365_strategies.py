@@ -251,7 +251,7 @@ def run_ours(world: World, seed: int = 0) -> RunStats:
     metrics = ExporterMetrics(registry)
     extra = ManagementMetrics(registry)
     extra.initialise(metrics, [source])
-    budget = RequestBudget(OURS_BUDGET.requests, OURS_BUDGET.per, clock, 1 - OURS_BUDGET.reserve)
+    budget = RequestBudget(OURS_BUDGET.requests, OURS_BUDGET.per, clock)
     delivery = RecordingDelivery(world)
     http = ManagementHttp(
         MANAGEMENT_URL,

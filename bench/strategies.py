@@ -356,7 +356,7 @@ def run_sources(
     """
     registry = CollectorRegistry()
     metrics = ExporterMetrics(registry)
-    budget = RequestBudget(BUDGET.requests, BUDGET.per, clock, 1 - BUDGET.reserve)
+    budget = RequestBudget(BUDGET.requests, BUDGET.per, clock)
     shares = BudgetShares(BUDGET.usable, len(sources))
     health = Health({source.name: source.poll_interval for source, _ in sources}, clock=clock.now)
     delivery = RecordingDelivery({source.name: world for source, world in sources})

@@ -8,7 +8,6 @@ lock and the injected clock.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -30,28 +29,14 @@ def next_slot(
     return earliest
 
 
-# The share the collector may use is held over this many of the API's windows: bursts up to
-# the API's own limit, the reserve kept on average.
-SUSTAINED_WINDOWS = 10
-
-
 class RequestBudget:
-    """A sliding-window limiter shared by every source of one tenant; thread-safe.
+    """A sliding-window limiter shared by every source of one tenant; thread-safe."""
 
-    Two windows: the API's (``requests`` per ``per``), and ``share`` of it over
-    ``SUSTAINED_WINDOWS`` of them. The plans spend only ``share`` (the budget less its
-    reserve, left for other clients of the app registration such as ``verify``), but a
-    query costs more pages than planned when it starts late or its window holds more
-    events; without the second window those extra pages took the reserve, up to the API's
-    limit.
-    """
-
-    def __init__(self, requests: int, per: float, clock: Clock, share: float = 1.0) -> None:
+    def __init__(self, requests: int, per: float, clock: Clock) -> None:
         self.requests = requests
         self.per = per
         self.clock = clock
-        self.sustained = max(requests, math.floor(requests * SUSTAINED_WINDOWS * share + 1e-9))
-        self._sent: deque[float] = deque(maxlen=self.sustained)
+        self._sent: deque[float] = deque(maxlen=requests)
         self._blocked_until = 0.0
         self._lock = threading.Lock()
 
@@ -65,16 +50,7 @@ class RequestBudget:
         while True:
             with self._lock:
                 now = self.clock.now()
-                slot = max(
-                    next_slot(self._sent, now, self.requests, self.per, self._blocked_until),
-                    next_slot(
-                        self._sent,
-                        now,
-                        self.sustained,
-                        self.per * SUSTAINED_WINDOWS,
-                        self._blocked_until,
-                    ),
-                )
+                slot = next_slot(self._sent, now, self.requests, self.per, self._blocked_until)
                 if slot <= now:
                     self._sent.append(now)
                     return now - began

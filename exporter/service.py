@@ -66,7 +66,7 @@ class Exporter:
         self.tokens = TokenProvider(config, self.metrics, self.clock, self.auth_http)
         # One budget per family, shared by the family's sources (each in its own thread).
         self.budgets = {
-            family: RequestBudget(budget.requests, budget.per, self.clock, 1 - budget.reserve)
+            family: RequestBudget(budget.requests, budget.per, self.clock)
             for family, budget in config.budgets.items()
         }
         members = Counter(s.settings.budget_family for s in config.sources)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -11,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.budget import SUSTAINED_WINDOWS, BudgetShares, RequestBudget, next_slot
+from exporter.budget import BudgetShares, RequestBudget, next_slot
 from exporter.clock import ManualClock
 from exporter.errors import Interrupted
 from exporter.retry import MAX_RETRY_AFTER, backoff, parse_retry_after
@@ -34,32 +33,6 @@ def test_budget_never_allows_more_than_its_requests_in_any_window(
         sent.append(clock.now())
     for i in range(len(sent) - requests):
         assert sent[i + requests] - sent[i] >= per - 1e-9
-
-
-@given(
-    st.integers(min_value=1, max_value=20),
-    st.floats(min_value=0.5, max_value=60),
-    st.floats(min_value=0.1, max_value=1.0),
-)
-def test_a_busy_collector_keeps_the_reserve_and_still_bursts_to_the_apis_limit(
-    requests: int, per: float, share: float
-) -> None:
-    """Queries cost more pages than planned when they start late; asking without pause for
-    a hundred of the API's windows, the collector gets its share, not the API's limit."""
-    clock = ManualClock(1000.0)
-    budget = RequestBudget(requests, per, clock, share)
-    sent: list[float] = []
-    end = 1000.0 + 100 * per
-    while clock.now() < end:
-        budget.acquire()
-        sent.append(clock.now())
-    sent = [at for at in sent if at < end]
-    assert sent[requests - 1] == 1000.0, "a burst up to the API's limit goes at once"
-    for i in range(len(sent) - requests):
-        assert sent[i + requests] - sent[i] >= per - 1e-9
-    allowed = max(requests, math.floor(requests * SUSTAINED_WINDOWS * share + 1e-9))
-    assert len(sent) <= allowed * (100 / SUSTAINED_WINDOWS + 1)
-    assert len(sent) <= max(share, 1 / SUSTAINED_WINDOWS) * requests * 100 + 2 * allowed
 
 
 def test_budget_waits_are_reported_and_block_until_is_honoured() -> None:
