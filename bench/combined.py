@@ -44,7 +44,7 @@ from bench.completeness_score import (
     Outcome,
     keeps_up,
     measure,
-    settled_days,
+    settled_after,
     summarise,
 )
 from bench.model import DAY, PROFILES, Events, Throttle, TurnClock
@@ -290,7 +290,7 @@ def horizon_days(profile: str, days: float | None) -> float:
     to 24 h late, runs 2.25 days."""
     if days:
         return days
-    return max(DEFAULT_DAYS, 2 * settled_days(PROFILES[profile].lateness.max_lateness))
+    return max(DEFAULT_DAYS, 2 * settled_after(PROFILES[profile].lateness.max_lateness) / DAY)
 
 
 def notes(

@@ -12,7 +12,6 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.model import DAY
 from bench.strategies import OURS, RunStats, World
 
 SLOW = 3600.0
@@ -226,9 +225,9 @@ def score(
     return summarise(m, volume, world.events.profile.name, strategy, stats, wall)
 
 
-def settled_days(longest_lateness: float) -> float:
-    """How far into a run the early backlog window ends at the earliest, in days."""
-    return (longest_lateness + SETTLE_MARGIN + BACKLOG_SPAN) / DAY
+def settled_after(longest_lateness: float) -> float:
+    """How far into a run, in seconds, the early backlog window ends at the earliest."""
+    return longest_lateness + SETTLE_MARGIN + BACKLOG_SPAN
 
 
 def early_backlog_end(start: float, end: float, longest_lateness: float) -> float | None:
@@ -242,7 +241,7 @@ def early_backlog_end(start: float, end: float, longest_lateness: float) -> floa
     window ends at 30 % of the horizon or, if later, ``SETTLE_MARGIN`` and one window past
     the longest lateness, and it must end before the late window begins.
     """
-    early = start + max(BACKLOG_EARLY * (end - start), settled_days(longest_lateness) * DAY)
+    early = start + max(BACKLOG_EARLY * (end - start), settled_after(longest_lateness))
     return early if early <= end - BACKLOG_SPAN else None
 
 
