@@ -37,6 +37,7 @@ from exporter.schedule import (
     QuerySchedule,
 )
 from exporter.tiers import (
+    DEEPEST,
     Tier,
     guaranteed_lateness,
 )
@@ -227,8 +228,12 @@ class SourceLoop:
         checkpoints = self.schedule.completed(tier.name, tally.newest_event_time)
         if tier.is_fresh:
             self._observe_fresh(run, finished)
-            if self.planner.rate:
-                checkpoints = {**checkpoints, CHECKPOINT_EVENT_RATE: self.planner.rate}
+        elif tier.name in self.schedule.frontiers and tier.name != DEEPEST:
+            # A shallow sweep's band is settled and recent; the deepest's is a day old.
+            assert launch.end is not None, "a sweep's band has an end"
+            self.planner.observe_band(tally.events, launch.start, launch.end)
+        if self.planner.rate:
+            checkpoints = {**checkpoints, CHECKPOINT_EVENT_RATE: self.planner.rate}
         self._persist(lambda: self.ledger.set_checkpoints(name, checkpoints))
         horizon = self.schedule.eviction_horizon()
         self._persist(lambda: self.ledger.evict(name, horizon))

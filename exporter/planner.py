@@ -30,6 +30,7 @@ from exporter.tiers import (
     Tier,
     describe_waits,
     late_event_waits,
+    outgrown,
     plan_tiers,
 )
 
@@ -40,6 +41,11 @@ RATE_SMOOTHING = 0.3
 # on no rate, which affords every sweep until the first fresh query says otherwise.
 CHECKPOINT_EVENT_RATE = "event_rate"
 REPLAN_CHANGE = 0.2  # replan when the measured event rate moved by more than this share
+
+
+def _smoothed(previous: float, measured: float) -> float:
+    """An exponentially weighted mean of measurements, the first taken as it is."""
+    return measured if not previous else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * previous
 
 
 def moved(value: float | None, planned: float | None) -> bool:
@@ -66,7 +72,9 @@ class SourcePlanner:
         )
         self.lags = LagHistogram()  # arrival lags of new events on the fresh tier
         self.found_late = LagHistogram()  # ages at which sweeps and rescans find late events
-        self.rate = 0.0
+        self.rate = 0.0  # what plans use: the larger of the two measurements below
+        self.fresh_rate = 0.0
+        self.settled_rate = 0.0
         self.planned_rate = 0.0
         self.planned_quantile: float | None = None
         self.planned_yields: list[float] = []
@@ -85,22 +93,33 @@ class SourcePlanner:
     def resume_rate(self, stored: float | None) -> None:
         """Start from the rate an earlier process measured (``CHECKPOINT_EVENT_RATE``)."""
         if stored is not None and stored > 0 and not self.rate:
-            self.rate = stored
+            self.fresh_rate = self.rate = stored
 
     def observe_rate(self, events: int, newest: float | None, start: float) -> None:
         """A fresh query read ``events`` from ``start``; the newest of them at ``newest``.
 
         Events per second over the stretch that holds visible events: an incident that hides
-        the recent past must not make the source look quiet.
+        the recent past must not make the source look quiet. It runs low: the youngest
+        events of the window are not all visible yet (the same lags the fresh window is
+        sized for), so it is a floor, and the first measure, and the first to see a surge.
         """
         if newest is None or newest <= start:
             return
-        measured = events / (newest - start)
-        self.rate = (
-            measured
-            if not self.rate
-            else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate
-        )
+        self.fresh_rate = _smoothed(self.fresh_rate, events / (newest - start))
+        self.rate = max(self.fresh_rate, self.settled_rate)
+
+    def observe_band(self, events: int, start: float, end: float) -> None:
+        """A shallow sweep read ``events`` in the band ``[start, end]`` of event time.
+
+        The band has aged past the sweep's age, so it holds nearly every event that will
+        ever be in it: a true rate, which is what a plan's pages are priced on; the fresh
+        query's runs a tenth or more low, and a band sized to fill its last page on it
+        needs one page more. An empty band says nothing (an incident holds events back).
+        """
+        if events <= 0 or end <= start:
+            return
+        self.settled_rate = _smoothed(self.settled_rate, events / (end - start))
+        self.rate = max(self.fresh_rate, self.settled_rate)
 
     # -- plans ---------------------------------------------------------------------------
 
@@ -123,12 +142,16 @@ class SourcePlanner:
         self.plan_rescans(schedule, now)
 
     def replan(self, schedule: QuerySchedule, now: float) -> tuple[Tier, ...] | None:
-        """New tiers when the rate or the lags moved enough, or the other sources' plans moved
-        this one's (the caller adopts them); otherwise None, after re-planning
+        """New tiers when the rate or the lags moved enough, the rate outgrew the pages a
+        tier was planned for, or the other sources' plans moved this one's (the caller
+        adopts them); otherwise None, after re-planning
         only the rescans if the late-event yields moved or the other sources' plans moved
         this source's rescan budget."""
         quantile = self.lags.quantile(FRESH_QUANTILE)
-        if not (moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)):
+        outgrew = outgrown(schedule.tiers, self.rate, self.policy.page_size)
+        if not (
+            outgrew or moved(self.rate, self.planned_rate) or moved(quantile, self.planned_quantile)
+        ):
             if self._shares_moved(schedule):
                 return self.tiers(self.planned_quantile)
             self.found_late.observe((), now)

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.rescan import band_of
-from exporter.tiers import DEEPEST, FRESH, Tier, eviction_horizon, sweep_behind, sweep_due
+from exporter.tiers import (
+    DEEPEST,
+    FRESH,
+    Tier,
+    eviction_horizon,
+    sweep_behind,
+    sweep_due,
+    whole_bands_end,
+)
 
 CHECKPOINT_LAST_COMPLETE = "last_complete"
 CHECKPOINT_NEWEST_EVENT = "newest_event_time"
@@ -191,7 +199,8 @@ class QuerySchedule:
                     start = self._cover_fresh_gap(self.last_complete - tier.age, start, tier)
                 self.last_fresh_start = now
             else:
-                start, end = self.frontiers[tier.name], now - tier.age
+                start = self.frontiers[tier.name]
+                end = whole_bands_end(now, tier, start)
             launches.append(self._launch(tier, start, end, now, persist))
         idle = CATCH_UP not in self.active and now >= self.not_before.get(CATCH_UP, 0.0)
         if self.catch_up is not None and idle:

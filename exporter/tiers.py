@@ -49,6 +49,10 @@ FIRST_SWEEP_AGE = 45 * 60.0
 # (it covers FRESH_QUANTILE of arrival lags) arrive within minutes, not at FIRST_SWEEP_AGE.
 EARLY_SWEEP = "sweep-0"
 EARLY_SWEEP_AGE = 10 * 60.0
+# How far short of its last page a stretched window stops (fill_pages): the spread of the
+# events it holds, a Poisson count's, and the measured rate's relative error.
+FILL_SIGMAS = 2.0
+RATE_ERROR = 0.01
 SLOWING_STEP = 1.05  # how finely the fresh interval is slowed to pay for the early sweep
 LAG_BUCKETS = (
     1.0,
@@ -166,10 +170,18 @@ def pages_for(events: float, page_size: int) -> int:
 
 
 def fill_pages(window: float, rate: float, page_size: int) -> float:
-    """Stretch ``window`` to hold as many events as its last page can carry anyway."""
+    """Stretch ``window`` to hold as many events as its last page can carry anyway.
+
+    Not to the brim: the events in a stretch of time vary (a Poisson count's spread is its
+    square root) and so does the measured rate, and one event too many costs a whole page,
+    half as much again for a two-page band. The stretch stops ``FILL_SIGMAS`` spreads short,
+    where the expected cost per event is lowest (about 2: 100 events short of 2,000).
+    """
     if rate < MIN_RATE:
         return window
-    return max(window, pages_for(rate * window, page_size) * page_size / rate * 0.97)
+    capacity = pages_for(rate * window, page_size) * page_size
+    spread = math.sqrt(capacity + (RATE_ERROR * capacity) ** 2)
+    return max(window, (capacity - FILL_SIGMAS * spread) / rate)
 
 
 def plan_tiers(
@@ -236,6 +248,21 @@ def plan_tiers(
             shallow = candidates
             break
     return (fresh, *early, *shallow, deepest)
+
+
+def outgrown(tiers: Iterable[Tier], rate: float, page_size: int) -> bool:
+    """Whether ``rate`` fills a window or band of ``tiers`` past the pages it was planned for.
+
+    Windows are stretched to just short of their last page (:func:`fill_pages`), so a rate a
+    few per cent above the plan's costs a page more on every query of that tier: a
+    two-page band then costs half as much again. The deepest sweep's band is not stretched
+    (its pages grow with the rate anyway) and rescans are planned apart.
+    """
+    return any(
+        pages_for(rate * t.window, page_size) > round(t.requests_per_second * t.interval)
+        for t in tiers
+        if t.name != DEEPEST and not t.is_rescan
+    )
 
 
 def _spend(tiers: Iterable[Tier]) -> float:
@@ -354,6 +381,20 @@ def _sweep(
 def sweep_due(now: float, tier: Tier, frontier: float) -> bool:
     """A sweep runs once a full band of ``interval`` seconds has aged past its ``age``."""
     return now - tier.age - frontier >= tier.interval
+
+
+def whole_bands_end(now: float, tier: Tier, frontier: float) -> float:
+    """Where a sweep due at ``now`` stops: after the whole bands of ``interval`` that have aged
+    past its ``age``.
+
+    A band was sized to fill its last page (:func:`fill_pages`); a sweep that starts a few
+    seconds late (the loop was waiting for the budget) and read up to ``now - age`` would
+    read a band a few seconds longer, and often one more page for them. The rest of the
+    stretch is the next band's start, read when that band is due; every event is still
+    read once it has aged past ``age``, within one ``interval`` as before.
+    """
+    bands = max(1, math.floor((now - tier.age - frontier) / tier.interval + EDGE_SLACK))
+    return frontier + bands * tier.interval
 
 
 def sweep_behind(now: float, tier: Tier, frontier: float) -> float:

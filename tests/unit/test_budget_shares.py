@@ -15,7 +15,7 @@ from exporter.metrics import ExporterMetrics
 from exporter.planner import SourcePlanner
 from exporter.rescan import PRIOR_YIELD, rescan_weight
 from exporter.schedule import QuerySchedule
-from exporter.tiers import EARLY_SWEEP, MIN_RATE, Tier, plan_tiers
+from exporter.tiers import EARLY_SWEEP, MIN_RATE, Tier, outgrown, plan_tiers
 
 names = st.sampled_from(["interactive", "noninteractive", "serviceprincipal", "audits"])
 spends = st.floats(min_value=0, max_value=0.5)
@@ -215,3 +215,16 @@ def test_the_square_root_rule_weighs_volume_and_late_events_alike(rate: float, l
     weight = rescan_weight(rate, late)
     assert math.isclose(rescan_weight(4 * rate, late), 2 * weight, rel_tol=1e-9)
     assert math.isclose(rescan_weight(rate, 4 * late), 2 * weight, rel_tol=PRIOR_YIELD / late)
+
+
+def test_a_rate_that_outgrows_the_pages_a_band_was_planned_for_replans() -> None:
+    """A sweep's band is stretched to just short of its last page: a rate 6 % above the
+    plan's (below the share that re-plans by itself) costs a page more per band, half as
+    much again for a two-page band, until a plan sized on the new rate replaces it."""
+    planner, schedule = planner_for("interactive", 11.5, BudgetShares(0.45, 1))
+    settle(planner, schedule, 0.0)
+    planner.rate *= 1.06
+    assert outgrown(schedule.tiers, planner.rate, 1000), "the test's premise"
+    tiers = planner.replan(schedule, 60.0)
+    assert tiers is not None
+    assert not outgrown(tiers, planner.rate, 1000)

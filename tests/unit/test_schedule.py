@@ -78,6 +78,12 @@ def test_whatever_happens_the_schedule_keeps_its_guarantees(
             elif not tier.is_fresh and tier.name != CATCH_UP:
                 assert launch.start == swept[tier.name], "a sweep skipped or re-read a stretch"
                 assert launch.end is not None and launch.end <= now - tier.age
+                bands = (launch.end - launch.start) / tier.interval
+                assert bands >= 1 - 1e-6 and abs(bands - round(bands)) < 1e-6, (
+                    "a sweep read part of a band (a late start must not stretch a band it "
+                    "sized to fill its last page)"
+                )
+                assert now - tier.age - launch.end < tier.interval, "a sweep left a whole band"
         assert schedule.eviction_horizon() <= min(
             [*(a.start for a in schedule.active.values()), *schedule.frontiers.values()]
         ), "the ledger could forget what a query under way may still return"

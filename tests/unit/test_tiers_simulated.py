@@ -494,3 +494,20 @@ def test_after_a_restart_a_sweep_the_measured_rate_drops_stops_reading(tmp_path:
             "siem_exporter_tier_requests_total", {"source": "signins", "tier": name}
         )
         assert (pages or 0) <= 3, f"{name} read {pages} pages after the plan dropped it"
+
+
+def test_plans_are_priced_on_the_rate_of_settled_bands(tmp_path: Path) -> None:
+    """A fifth of the events are one to ten minutes late, so the fresh query sees its
+    window's young end thinly and measures the rate low; a shallow sweep's band has aged past
+    that and counts what there is. The plan's rate is within a tenth of the true one (half an
+    event a second; bands of a hundred events vary by a tenth), where the fresh query's alone
+    is a fifth low."""
+    rng = random.Random(11)
+    events, t = [], START - HOUR
+    while t < START + 3 * HOUR:
+        t += rng.expovariate(0.5)
+        late = rng.uniform(1, 30) if rng.random() < 0.8 else rng.uniform(60, 600)
+        events.append(ModelEvent(f"{len(events):08x}-0000-4000-8000-000000000000", t, t + late))
+    loop, _, _, _ = run_loop(events, 3 * HOUR, tmp_path, page_size=100)
+    assert loop.planner.fresh_rate < 0.43
+    assert 0.45 <= loop.planner.rate <= 0.55
