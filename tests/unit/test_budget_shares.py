@@ -228,3 +228,15 @@ def test_a_rate_that_outgrows_the_pages_a_band_was_planned_for_replans() -> None
     tiers = planner.replan(schedule, 60.0)
     assert tiers is not None
     assert not outgrown(tiers, planner.rate, 1000)
+
+
+def test_plans_take_the_settled_rate_but_the_fresh_query_sees_a_surge_first() -> None:
+    """The fresh query's count runs low, so a sweep's settled band sets the rate; a surge
+    shows in the fresh query minutes before it reaches a sweep's age, and lifts the rate
+    at once."""
+    planner, _ = planner_for("interactive", 0.0, BudgetShares(0.45, 1))
+    planner.observe_rate(900, 100.0, 0.0)  # 9 a second, seen young
+    planner.observe_band(1000, 0.0, 100.0)  # 10 a second, settled
+    assert planner.rate == 10.0
+    planner.observe_rate(3000, 200.0, 100.0)  # 30 a second
+    assert planner.rate > 10.0
