@@ -9,10 +9,11 @@ that turn up hours late, so a source is polled in tiers that share one ledger:
   It catches the bulk of events within about one interval of their arrival.
 - sweeps, deepest last: each keeps a *frontier* in event time and, once a band of
   ``interval`` seconds has aged past the tier's ``age``, queries the whole bands from the
-  frontier up to ``now - age`` and moves the frontier up. Every stretch of event time is thus asked for exactly once at
-  an age of at least ``age``: any event at most ``age`` late is visible by then and caught.
-  The deepest sweep's age is ``max_lookback``, so lateness up to ``max_lookback`` is covered
-  as long as it keeps up; shallower sweeps only shorten the wait for moderately late events.
+  frontier up to ``now - age`` and moves the frontier up. Every stretch of event time is
+  thus asked for exactly once at an age of at least ``age``: any event at most ``age`` late
+  is visible by then and caught. The deepest sweep's age is ``max_lookback``, so lateness
+  up to ``max_lookback`` is covered as long as it keeps up; shallower sweeps only shorten
+  the wait for moderately late events.
 
 Sizes come from what the collector measures: the arrival-lag distribution (a decaying
 histogram) sizes the fresh window, the event rate in events per second of event time (as
