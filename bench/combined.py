@@ -228,9 +228,11 @@ def _pool(stats: Sequence[RunStats]) -> RunStats:
     """The sources' costs added up; the guarantee is the weakest source's."""
     by_tier: Counter[str] = Counter()
     fetched: Counter[str] = Counter()
+    planned: Counter[str] = Counter()
     for stat in stats:
         by_tier.update(dict(stat.requests_by_tier))
         fetched.update(dict(stat.fetched_by_tier))
+        planned.update(dict(stat.planned_by_tier))
     guarantees = [s.guaranteed_lateness for s in stats if s.guaranteed_lateness is not None]
     return RunStats(
         sum(s.requests for s in stats),
@@ -239,6 +241,7 @@ def _pool(stats: Sequence[RunStats]) -> RunStats:
         min(guarantees) if guarantees else None,
         tuple(sorted(by_tier.items())),
         tuple(sorted(fetched.items())),
+        tuple(sorted(planned.items())),
     )
 
 
@@ -345,11 +348,12 @@ def notes(
     ]
     for run in runs:
         lines.append(
-            f"Requests by tier, ({run.profile}) (`siem_exporter_tier_requests_total`), then "
-            "events fetched by tier per event delivered:\n"
+            f"Requests by tier, ({run.profile}) (`siem_exporter_tier_requests_total`; in "
+            "brackets what the tier's plans priced, `tier_planned_requests_per_second` "
+            "integrated over the run), then events fetched by tier per event delivered:\n"
             + "\n".join(
                 f"- {r.name}: "
-                + ", ".join(f"{tier} {count}" for tier, count in r.stats.requests_by_tier)
+                + ", ".join(_sent_and_planned(r.stats))
                 + "; fetched per event: "
                 + ", ".join(
                     f"{tier} {count / max(1, r.outcome.unique):.2f}"
@@ -378,6 +382,15 @@ def notes(
     )
     lines.append("Targets:\n" + "\n".join(verdicts(runs)))
     return lines
+
+
+def _sent_and_planned(stats: RunStats) -> list[str]:
+    """Each tier's requests sent, and what its plans priced beside them."""
+    planned = dict(stats.planned_by_tier)
+    return [
+        f"{tier} {count} ({planned[tier]:,.0f})" if tier in planned else f"{tier} {count}"
+        for tier, count in stats.requests_by_tier
+    ]
 
 
 def verdicts(runs: Sequence[CombinedRun]) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bench.model import US, BenchClock, DeliveryLog, Events, GraphModel, Reply, Throttle
+from bench.plan_spend import PlanSpendMetrics
 from exporter.budget import BudgetShares, RequestBudget
 from exporter.clock import Clock
 from exporter.collector import SourceLoop
@@ -116,6 +117,7 @@ class RunStats:
     guaranteed_lateness: float | None = None
     requests_by_tier: tuple[tuple[str, int], ...] = ()
     fetched_by_tier: tuple[tuple[str, int], ...] = ()  # events the tier's pages returned
+    planned_by_tier: tuple[tuple[str, float], ...] = ()  # requests the tier's plans priced
 
 
 def _stats(
@@ -123,10 +125,11 @@ def _stats(
     guaranteed: float | None = None,
     by_tier: tuple[tuple[str, int], ...] = (),
     fetched: tuple[tuple[str, int], ...] = (),
+    planned: tuple[tuple[str, float], ...] = (),
 ) -> RunStats:
     api = world.api
     return RunStats(
-        api.ok + api.throttled, api.throttled, world.blocked, guaranteed, by_tier, fetched
+        api.ok + api.throttled, api.throttled, world.blocked, guaranteed, by_tier, fetched, planned
     )
 
 
@@ -355,7 +358,7 @@ def run_sources(
     in its thread; a single loop runs in the caller's thread.
     """
     registry = CollectorRegistry()
-    metrics = ExporterMetrics(registry)
+    metrics = PlanSpendMetrics(registry, clock.now)
     budget = RequestBudget(BUDGET.requests, BUDGET.per, clock)
     shares = BudgetShares(BUDGET.usable, len(sources))
     health = Health({source.name: source.poll_interval for source, _ in sources}, clock=clock.now)
@@ -393,6 +396,7 @@ def run_sources(
             registry.get_sample_value(GUARANTEE_GAUGE, {"source": source.name}),
             requests_by_tier(registry, source.name),
             tuple(sorted(loop.fetched.items())),
+            metrics.planned(source.name),
         )
         for (source, world), loop in zip(sources, loops, strict=True)
     ]

@@ -9,6 +9,7 @@ the model's semantics.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from pathlib import Path
 
@@ -172,3 +173,13 @@ def test_the_combined_command_scores_each_source_on_one_budget(tmp_path: Path) -
     per_source = sum(int(cells[6]) for cells in rows[:-1])
     assert per_source == int(requests) <= 5 * (0.05 * 86_400 + 900) / 10, "one budget for all"
     assert "Physical ceiling" in table
+    sent, planned = _fresh_sent_and_planned(table, "noninteractive")
+    assert 0.5 * planned <= sent <= 1.5 * planned, (sent, planned)
+
+
+def _fresh_sent_and_planned(table: str, source: str) -> tuple[int, float]:
+    """The fresh tier's requests and what its plans priced, from the requests-by-tier lines."""
+    line = next(line for line in table.splitlines() if line.startswith(f"- {source}: fresh "))
+    match = re.match(r"- \w+: fresh (\d+) \(([\d,]+)\)", line)
+    assert match is not None, line
+    return int(match[1]), float(match[2].replace(",", ""))
