@@ -252,7 +252,10 @@ def _sum_samples(registry: CollectorRegistry, name: str, labels: Sequence[dict[s
 
 
 def run_demo(duration: float, metrics_listen: str, out: TextIO | None = None) -> int:
-    """Run the demo for ``duration`` seconds (or until Ctrl-C); 0 when nothing was lost or duplicated."""
+    """Run the demo for ``duration`` seconds (or until Ctrl-C).
+
+    0 when nothing was lost or duplicated.
+    """
     import sys
 
     out = out or sys.stdout
