@@ -55,7 +55,10 @@ EARLY_SWEEP_AGE = 10 * 60.0
 # events it holds, a Poisson count's, and the measured rate's relative error.
 FILL_SIGMAS = 2.0
 RATE_ERROR = 0.01
-SLOWING_STEP = 1.05  # how finely the fresh interval is slowed to pay for the early sweep
+# How finely the fresh interval is slowed until the tiers fit the budget (or pay for the
+# early sweep): each step leaves up to this share of the source's budget unspent, and the
+# busiest stream, which is the one slowed, needs it most.
+SLOWING_STEP = 1.05
 LAG_BUCKETS = (
     1.0,
     2.0,
@@ -227,7 +230,7 @@ def plan_tiers(
         spend = _spend((fresh, *shallow, deepest))
         if spend <= budget_rate or interval >= policy.lookback * 8:
             break
-        interval *= 1.25
+        interval *= SLOWING_STEP
     cap = budget_rate
     early = [] if room is None else _early_sweep(policy, fresh, rate, shallow)
     if early and room is not None:

@@ -93,6 +93,19 @@ def test_a_plan_that_fits_spends_within_the_budget(
     )
 
 
+@pytest.mark.parametrize("lag", [None, 600.0])
+def test_a_stream_slowed_to_fit_its_budget_spends_nearly_all_of_it(lag: float | None) -> None:
+    """The busiest stream is the one whose fresh query is slowed to fit its share; a coarse
+    step (a quarter at a time) left up to 15 % of that share unspent, which went to the
+    quiet streams while the busy one's events waited a quarter longer."""
+    policy = SourcePolicy(60.0, 120.0, 90000.0, 1000)
+    for per_day in (2e6, 4e6, 6e6, 8e6):
+        for budget in (0.05 + i * 0.01 for i in range(40)):
+            tiers = plan_tiers(policy, per_day / 86400, lag, budget)
+            if policy.poll_interval < tiers[0].interval < policy.lookback * 8:
+                assert 0.95 * budget <= spend(tiers) <= budget + 1e-9, (per_day, budget)
+
+
 def test_the_spare_budget_pays_for_an_early_sweep_that_finds_what_the_fresh_window_missed() -> None:
     """Microsoft's once-published 2 and 5 minutes (p95, p99): the events 2-5 minutes late
     fall out of a fresh window that covers the 95th percentile, and waited for the first
