@@ -58,7 +58,9 @@ class ManagementFaults:
     """Knobs a test turns: counters are consumed one request at a time."""
 
     af429: int = 0  # the next N requests are throttled with 403 AF429
-    expire_fetches: int = 0  # the next N blob downloads find their blob expired (AF20051)
+    # The next N downloads of a blob that holds some record's only copy find it expired
+    # (AF20051): a record lost, not one a duplicate blob still has.
+    expire_fetches: int = 0
     foreign_next_page: int = 0  # the next N NextPageUri headers point to another host
     foreign_url: str = "https://manage.example.invalid"
 
@@ -220,7 +222,7 @@ class ManagementApi:
         if blob is None or feed is None or not feed.kept(blob):
             return _error(404, "AF20050", f"The content {content_id} does not exist.")
         self._fetches[content_id] += 1
-        if self.faults.expire_fetches > 0:
+        if self.faults.expire_fetches > 0 and feed.holds_a_sole_copy(blob):
             self.faults.expire_fetches -= 1
             blob.expires = min(blob.expires, now)
         if blob.expires <= now:

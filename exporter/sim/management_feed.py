@@ -188,6 +188,11 @@ class Feed:
             self.by_id[content_id] = blob
         return blob
 
+    def holds_a_sole_copy(self, blob: Blob) -> bool:
+        """Whether a record of ``blob`` is in no other blob: expiring it loses that record."""
+        number = round(blob.created / self.settings.blob_period)
+        return any(periods == [number] for _, _, periods in self.records)
+
     def kept(self, blob: Blob) -> bool:
         """Whether the blob exists at all: its subscription was enabled when it was created."""
         return self._enabled_at(blob.created)

@@ -4,6 +4,7 @@ the 24-hour and 7-day rules, AF429 as a 403, admin-disabled subscriptions, expir
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from exporter.sim.management_api import FEEDS, ManagementApi
-from exporter.sim.management_feed import CONTENT_TYPES, management_time
+from exporter.sim.management_feed import CONTENT_TYPES, FeedSettings, management_time
 from exporter.sim.messages import Request, Response
 from exporter.sim.state import TokenStore
 
@@ -29,8 +30,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def api() -> tuple[ManagementApi, Clock, str]:
+def make_api(settings: FeedSettings = FEEDS["test"]) -> tuple[ManagementApi, Clock, str]:
     clock = Clock()
     tokens = TokenStore(threading.RLock(), clock, 10**8)
     token, _ = tokens.issue()
@@ -40,10 +40,15 @@ def api() -> tuple[ManagementApi, Clock, str]:
         lambda: "https://sim",
         clock,
         tokens,
-        FEEDS["test"],
+        settings,
         1,
     )
     return management, clock, token
+
+
+@pytest.fixture
+def api() -> tuple[ManagementApi, Clock, str]:
+    return make_api()
 
 
 def call(
@@ -235,6 +240,20 @@ def test_an_expired_blob_is_af20051(api: Any) -> None:
     assert expired.status == 400 and error_code(expired) == "AF20051"
     assert call(api, "GET", operation).status == 400  # gone for good
     assert entry["contentId"] not in {e["contentId"] for e in list_all(api, T0, clock.now)}
+
+
+def test_the_expiry_fault_expires_only_a_blob_whose_loss_loses_a_record() -> None:
+    """A test that expires a blob must lose a record: one whose every record a duplicate
+    blob still holds would lose nothing, and the test would prove less than it says."""
+    every_record_twice = make_api(dataclasses.replace(FEEDS["test"], duplicate_share=1.0))
+    management, clock, _ = every_record_twice
+    call(every_record_twice, "POST", "subscriptions/start", contentType=AAD)
+    clock.now += 30
+    entries = list_all(every_record_twice, T0, clock.now)
+    management.set_faults(expire_fetches=1)
+    for entry in entries:
+        operation = urlsplit(entry["contentUri"]).path.split("/activity/feed/")[1]
+        assert call(every_record_twice, "GET", operation).status == 200
 
 
 def test_content_expires_seven_days_after_it_was_created(api: Any) -> None:
