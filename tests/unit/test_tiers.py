@@ -20,6 +20,7 @@ from exporter.tiers import (
     LAG_BUCKETS,
     LAG_HALF_LIFE,
     MIN_LAG_SAMPLES,
+    SLOWING_STEP,
     LagHistogram,
     SourcePolicy,
     Tier,
@@ -104,6 +105,9 @@ def test_a_stream_slowed_to_fit_its_budget_spends_nearly_all_of_it(lag: float | 
             tiers = plan_tiers(policy, per_day / 86400, lag, budget)
             if policy.poll_interval < tiers[0].interval < policy.lookback * 8:
                 assert 0.95 * budget <= spend(tiers) <= budget + 1e-9, (per_day, budget)
+    beyond = plan_tiers(policy, 50e6 / 86400, lag, 0.05)
+    assert policy.lookback * 8 <= beyond[0].interval <= policy.lookback * 8 * SLOWING_STEP
+    assert spend(beyond) > 0.05, "past its slowest fresh query a stream no longer fits"
 
 
 def test_the_spare_budget_pays_for_an_early_sweep_that_finds_what_the_fresh_window_missed() -> None:
