@@ -59,6 +59,9 @@ RATE_ERROR = 0.01
 # early sweep): each step leaves up to this share of the source's budget unspent, and the
 # busiest stream, which is the one slowed, needs it most.
 SLOWING_STEP = 1.05
+# The slowest fresh interval, in multiples of ``lookback``: past it a stream's tiers no
+# longer fit its share, and the plan overspends rather than leave events waiting longer.
+SLOWEST_FRESH_LOOKBACKS = 8
 LAG_BUCKETS = (
     1.0,
     2.0,
@@ -228,7 +231,7 @@ def plan_tiers(
         fresh = _fresh(policy, interval, rate, lag_quantile)
         shallow = _shallow_sweeps(policy, fresh, rate, 1)
         spend = _spend((fresh, *shallow, deepest))
-        if spend <= budget_rate or interval >= policy.lookback * 8:
+        if spend <= budget_rate or interval >= policy.lookback * SLOWEST_FRESH_LOOKBACKS:
             break
         interval *= SLOWING_STEP
     cap = budget_rate

@@ -20,6 +20,7 @@ from exporter.tiers import (
     LAG_BUCKETS,
     LAG_HALF_LIFE,
     MIN_LAG_SAMPLES,
+    SLOWEST_FRESH_LOOKBACKS,
     SLOWING_STEP,
     LagHistogram,
     SourcePolicy,
@@ -78,7 +79,7 @@ def test_a_plan_that_fits_spends_within_the_budget(
 ) -> None:
     budget = 0.5
     tiers = plan_tiers(policy, rate, None, budget, room)
-    if tiers[0].interval < policy.lookback * 8:  # not slowed down to its limit
+    if tiers[0].interval < policy.lookback * SLOWEST_FRESH_LOOKBACKS:  # not at its slowest
         assert spend(tiers) <= budget + 1e-9
     without = plan_tiers(policy, rate, None, budget)
     assert EARLY_SWEEP not in {t.name for t in without}, "no room given, no early sweep"
@@ -100,13 +101,14 @@ def test_a_stream_slowed_to_fit_its_budget_spends_nearly_all_of_it(lag: float | 
     step (a quarter at a time) left up to 15 % of that share unspent, which went to the
     quiet streams while the busy one's events waited a quarter longer."""
     policy = SourcePolicy(60.0, 120.0, 90000.0, 1000)
+    slowest = policy.lookback * SLOWEST_FRESH_LOOKBACKS
     for per_day in (2e6, 4e6, 6e6, 8e6):
         for budget in (0.05 + i * 0.01 for i in range(40)):
             tiers = plan_tiers(policy, per_day / 86400, lag, budget)
-            if policy.poll_interval < tiers[0].interval < policy.lookback * 8:
+            if policy.poll_interval < tiers[0].interval < slowest:
                 assert 0.95 * budget <= spend(tiers) <= budget + 1e-9, (per_day, budget)
     beyond = plan_tiers(policy, 50e6 / 86400, lag, 0.05)
-    assert policy.lookback * 8 <= beyond[0].interval <= policy.lookback * 8 * SLOWING_STEP
+    assert slowest <= beyond[0].interval <= slowest * SLOWING_STEP
     assert spend(beyond) > 0.05, "past its slowest fresh query a stream no longer fits"
 
 
